@@ -1,0 +1,1 @@
+//! Real sockets, clock and VIP control (tokio, socket2, rtnetlink, AF_PACKET).
