@@ -15,6 +15,7 @@
 //! place allowed to call `Instant::now`, `SystemTime::now` or seed an RNG
 //! from the OS.
 
+pub mod echo;
 pub mod resource;
 pub mod time;
 pub mod tokio_backend;
@@ -74,7 +75,8 @@ pub trait UdpSocket: Send + Sync + 'static {
     /// Receive one datagram and the address it was sent to.
     fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<RecvMeta>> + Send;
     /// Send from the address the kernel (or the segment) picks.
-    fn send_to(&self, buf: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send;
+    fn send_to(&self, buf: &[u8], to: SocketAddr)
+        -> impl Future<Output = io::Result<usize>> + Send;
     /// Send from a chosen source address, usually the VIP the request came
     /// in on (IP_PKTINFO on send; the socket has IP_FREEBIND so the address
     /// may be claimed after the bind).
@@ -140,8 +142,10 @@ pub trait Runtime: Clock {
     /// Bind a UDP socket.
     fn bind_udp(&self, bind: UdpBind) -> impl Future<Output = io::Result<Self::Udp>> + Send;
     /// Listen on a TCP address (SO_REUSEADDR on).
-    fn listen_tcp(&self, addr: SocketAddr)
-        -> impl Future<Output = io::Result<Self::Listener>> + Send;
+    fn listen_tcp(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::Listener>> + Send;
     /// Connect, failing with `TimedOut` after `timeout`.
     fn connect_tcp(
         &self,

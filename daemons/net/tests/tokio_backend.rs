@@ -1,0 +1,180 @@
+//! The tokio backend against the real kernel: loopback for sockets (echo,
+//! IP_PKTINFO both ways, TCP options), and network namespaces joined by a
+//! veth pair for everything that changes interfaces (VIP lifetime, renew,
+//! release, gratuitous ARP, broadcast steered by SO_BINDTODEVICE).
+//!
+//! The namespace tests need root and iproute2 (`scripts/packages/net.txt`);
+//! with `IRONROOT_REQUIRE_PEERS=1` they fail when either is missing,
+//! otherwise they print why they skipped.
+
+#[path = "tokio_backend/netns.rs"]
+mod netns;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use ironroot_net::echo::{tcp_request_lines, udp_request, EchoLimits, EchoServer};
+use ironroot_net::tokio_backend::TokioRuntime;
+use ironroot_net::{Runtime, TcpListener, UdpBind, UdpSocket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn runtime() -> TokioRuntime {
+    TokioRuntime::with_seed(0x1e0)
+}
+
+fn loopback(last: u8, port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, last], port))
+}
+
+fn bind(addr: SocketAddr) -> UdpBind {
+    UdpBind {
+        addr,
+        broadcast: false,
+        device: None,
+    }
+}
+
+#[tokio::test]
+async fn echo_udp_replies_from_the_server_address() -> io::Result<()> {
+    let rt = runtime();
+    let socket = rt.bind_udp(bind(loopback(1, 0))).await?;
+    let server_addr = socket.local_addr()?;
+    let server = EchoServer::new(rt.clone(), EchoLimits::default());
+    let serving = tokio::spawn({
+        let server = server.clone();
+        async move { server.serve_udp_on(socket).await }
+    });
+    for payload in [&b"ping"[..], &[0u8; 1400][..], &b""[..]] {
+        let (reply, from) = udp_request(&rt, bind(loopback(1, 0)), server_addr, payload, WAIT).await?;
+        assert_eq!(reply, payload);
+        assert_eq!(from, server_addr);
+    }
+    assert_eq!(server.stats().datagrams_echoed, 3);
+    serving.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn echo_tcp_echoes_lines_and_bounds_their_length() -> io::Result<()> {
+    let rt = runtime();
+    let listener = rt.listen_tcp(loopback(1, 0)).await?;
+    let server_addr = listener.local_addr()?;
+    let limits = EchoLimits {
+        line_bytes_max: 64,
+        ..EchoLimits::default()
+    };
+    let server = EchoServer::new(rt.clone(), limits);
+    let serving = tokio::spawn({
+        let server = server.clone();
+        async move { server.serve_tcp_on(listener).await }
+    });
+    let echoed = tcp_request_lines(&rt, server_addr, &["one", "", "three"], WAIT).await?;
+    assert_eq!(echoed, ["one", "", "three"]);
+
+    let too_long = "x".repeat(100);
+    let refused = tcp_request_lines(&rt, server_addr, &[&too_long], WAIT).await;
+    assert!(refused.is_err(), "a line over line_bytes_max must close the connection");
+    let stats = server.stats();
+    assert_eq!(stats.lines_echoed, 3);
+    assert_eq!(stats.lines_too_long, 1);
+    serving.abort();
+    Ok(())
+}
+
+/// Binds the wildcard on an ephemeral port so one socket sees two
+/// destination addresses; every datagram stays on loopback.
+#[tokio::test]
+async fn pktinfo_reports_the_destination_address() -> io::Result<()> {
+    let rt = runtime();
+    let receiver = rt.bind_udp(UdpBind::any(0)).await?;
+    let port = receiver.local_addr()?.port();
+    let sender = rt.bind_udp(bind(loopback(1, 0))).await?;
+    let mut buf = [0u8; 64];
+    for last in [2, 4] {
+        sender.send_to(b"where", loopback(last, port)).await?;
+        let meta = ironroot_net::timeout(&rt, WAIT, receiver.recv_from(&mut buf)).await??;
+        assert_eq!(meta.local, IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)));
+        assert_eq!(meta.peer, sender.local_addr()?);
+        assert_eq!(&buf[..meta.len], b"where");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn send_from_sets_the_source_address() -> io::Result<()> {
+    let rt = runtime();
+    let receiver = rt.bind_udp(bind(loopback(1, 0))).await?;
+    let sender = rt.bind_udp(bind(loopback(1, 0))).await?;
+    let from = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+    let sent = sender.send_from(b"from-3", receiver.local_addr()?, from).await?;
+    assert_eq!(sent, 6);
+    let mut buf = [0u8; 64];
+    let meta = ironroot_net::timeout(&rt, WAIT, receiver.recv_from(&mut buf)).await??;
+    assert_eq!(meta.peer, SocketAddr::new(from, sender.local_addr()?.port()));
+    assert_eq!(&buf[..meta.len], b"from-3");
+
+    let v6 = sender
+        .send_from(b"x", receiver.local_addr()?, IpAddr::V6(std::net::Ipv6Addr::LOCALHOST))
+        .await;
+    assert_eq!(v6.map_err(|err| err.kind()), Err(io::ErrorKind::InvalidInput));
+    Ok(())
+}
+
+#[tokio::test]
+async fn tcp_streams_have_nodelay_and_listeners_rebind_over_time_wait() -> io::Result<()> {
+    let rt = runtime();
+    let listener = rt.listen_tcp(loopback(1, 0)).await?;
+    let addr = listener.local_addr()?;
+    let mut client = rt.connect_tcp(addr, WAIT).await?;
+    let (mut accepted, peer) = listener.accept().await?;
+    assert_eq!(peer, client.local_addr()?);
+    assert!(client.nodelay()? && accepted.nodelay()?);
+
+    // The server closes first, leaving its side of the connection in
+    // TIME_WAIT: only SO_REUSEADDR lets a restarted daemon bind again.
+    accepted.write_all(b"bye").await?;
+    drop(accepted);
+    let mut received = Vec::new();
+    client.read_to_end(&mut received).await?;
+    assert_eq!(received, b"bye");
+    drop(client);
+    drop(listener);
+    let rebound = rt.listen_tcp(addr).await?;
+    assert_eq!(rebound.local_addr()?, addr);
+
+    drop(rebound);
+    let refused = rt.connect_tcp(addr, WAIT).await;
+    assert_eq!(refused.map_err(|err| err.kind()).err(), Some(io::ErrorKind::ConnectionRefused));
+    Ok(())
+}
+
+#[tokio::test]
+async fn udp_refuses_ipv6_with_a_clear_error() {
+    let rt = runtime();
+    let result = rt.bind_udp(bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)))).await;
+    assert_eq!(result.map_err(|err| err.kind()).err(), Some(io::ErrorKind::Unsupported));
+}
+
+#[test]
+fn vip_claim_announce_serve_renew_release() {
+    if let Some(pair) = netns::pair_or_skip("vip_claim_announce_serve_renew_release", "v") {
+        netns::vip_lifecycle(&pair);
+    }
+}
+
+#[test]
+fn vip_expires_without_renewal() {
+    if let Some(pair) = netns::pair_or_skip("vip_expires_without_renewal", "e") {
+        netns::vip_expiry(&pair);
+    }
+}
+
+#[test]
+fn broadcast_leaves_the_bound_device_and_connect_times_out() {
+    if let Some(pair) = netns::pair_or_skip("broadcast_leaves_the_bound_device_and_connect_times_out", "b") {
+        netns::broadcast_and_connect_timeout(&pair);
+    }
+}

@@ -1,0 +1,373 @@
+//! Scenario files: what world to build, which faults to apply when, and
+//! what must hold. Parsed with unknown keys rejected, then validated into a
+//! [`Scenario`] whose errors name the key path.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A scenario file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub name: String,
+    pub description: String,
+    pub duration_ms: u64,
+    /// Seeds `sim check` runs (default 16).
+    #[serde(default)]
+    pub check_seeds: Option<u64>,
+    /// Seeds that once failed; `sim check` runs them too.
+    #[serde(default)]
+    pub regression_seeds: Vec<u64>,
+    pub network: NetworkFile,
+    pub nodes: Vec<NodeFile>,
+    #[serde(default)]
+    pub faults: Vec<FaultFile>,
+    pub probe: ProbeFile,
+    pub expect: ExpectFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFile {
+    pub latency_ms_min: u64,
+    pub latency_ms_max: u64,
+    pub vip: Ipv4Addr,
+    #[serde(default = "default_vip_lifetime_ms")]
+    pub vip_lifetime_ms: u64,
+    #[serde(default = "default_garp_count")]
+    pub garp_count: u32,
+    #[serde(default = "default_garp_interval_ms")]
+    pub garp_interval_ms: u64,
+}
+
+fn default_vip_lifetime_ms() -> u64 {
+    3000
+}
+fn default_garp_count() -> u32 {
+    5
+}
+fn default_garp_interval_ms() -> u64 {
+    200
+}
+
+/// One control node. `claim_at_ms` scripts a VIP claim (the seam's own
+/// scenarios; cluster scenarios let the cluster manager decide).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    pub name: String,
+    #[serde(default)]
+    pub claim_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultFile {
+    pub at_ms: u64,
+    pub kind: FaultKind,
+    /// The host the fault hits (crash, die, restart).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Both ends of a partition or heal.
+    #[serde(default)]
+    pub between: Option<[String; 2]>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// The daemon dies; the host's kernel keeps its addresses until they expire.
+    Crash,
+    /// The whole host dies: software gone, links cut, addresses gone.
+    Die,
+    /// The host's software starts again (links healed).
+    Restart,
+    /// No traffic between the two hosts.
+    Partition,
+    /// Traffic flows again between the two hosts.
+    Heal,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeFile {
+    /// Gap between probes the client sends to the VIP.
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectFile {
+    /// Never more than one host holds the VIP on the segment.
+    #[serde(default)]
+    pub single_owner: bool,
+    /// The host that answers the last probe.
+    #[serde(default)]
+    pub final_responder: Option<String>,
+    /// Hosts that must never answer a probe.
+    #[serde(default)]
+    pub never_responders: Vec<String>,
+    /// Budget from the first fault to the first answer from the final responder.
+    #[serde(default)]
+    pub migration_ms_max: Option<u64>,
+}
+
+/// A validated scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub duration: Duration,
+    pub check_seeds: u64,
+    pub regression_seeds: Vec<u64>,
+    pub latency_min: Duration,
+    pub latency_max: Duration,
+    pub vip: Ipv4Addr,
+    pub vip_lifetime: Duration,
+    pub garp_count: u32,
+    pub garp_interval: Duration,
+    pub nodes: Vec<Node>,
+    pub faults: Vec<Fault>,
+    pub probe_interval: Duration,
+    pub expect: Expect,
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub claim_at: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub at: Duration,
+    pub kind: FaultKind,
+    pub hosts: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Expect {
+    pub single_owner: bool,
+    pub final_responder: Option<String>,
+    pub never_responders: Vec<String>,
+    pub migration_max: Option<Duration>,
+}
+
+/// The name of the probing client host.
+pub const CLIENT: &str = "client";
+/// Upper bound on simulated time, so a typo cannot run for hours.
+pub const DURATION_MS_MAX: u64 = 3_600_000;
+/// Upper bound on nodes in one scenario.
+pub const NODES_MAX: usize = 8;
+/// Upper bound on faults in one scenario.
+pub const FAULTS_MAX: usize = 256;
+
+/// Why a scenario file was refused; the message names the key path.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl Scenario {
+    /// Read, parse and validate a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        Scenario::parse(&text, &display)
+    }
+
+    /// Parse and validate scenario text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+        let raw: ScenarioFile = toml::from_str(text).map_err(|error| ScenarioError::Parse {
+            path: file.to_owned(),
+            message: error.to_string(),
+        })?;
+        raw.validate()
+            .map_err(|(key, message)| ScenarioError::Invalid {
+                file: file.to_owned(),
+                key,
+                message,
+            })
+    }
+}
+
+type Invalid = (String, String);
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+    (key.into(), message.into())
+}
+
+impl ScenarioFile {
+    /// Check every value and cross-reference; pure.
+    pub fn validate(self) -> Result<Scenario, Invalid> {
+        if self.duration_ms == 0 || self.duration_ms > DURATION_MS_MAX {
+            return Err(invalid(
+                "duration_ms",
+                format!("must be in 1..={DURATION_MS_MAX}"),
+            ));
+        }
+        let net = &self.network;
+        if net.latency_ms_min > net.latency_ms_max {
+            return Err(invalid(
+                "network.latency_ms_min",
+                format!(
+                    "{} is above latency_ms_max {}",
+                    net.latency_ms_min, net.latency_ms_max
+                ),
+            ));
+        }
+        if net.vip_lifetime_ms < 1000 {
+            return Err(invalid(
+                "network.vip_lifetime_ms",
+                "must be at least 1000 (valid_lft has 1 s granularity)",
+            ));
+        }
+        if net.garp_count == 0 {
+            return Err(invalid("network.garp_count", "must be at least 1"));
+        }
+        let nodes = self.validate_nodes()?;
+        let faults = self.validate_faults(&nodes)?;
+        let expect = self.validate_expect(&nodes)?;
+        if self.probe.interval_ms == 0 {
+            return Err(invalid("probe.interval_ms", "must be positive"));
+        }
+        Ok(Scenario {
+            name: self.name,
+            description: self.description,
+            duration: Duration::from_millis(self.duration_ms),
+            check_seeds: self.check_seeds.unwrap_or(16),
+            regression_seeds: self.regression_seeds,
+            latency_min: Duration::from_millis(net.latency_ms_min),
+            latency_max: Duration::from_millis(net.latency_ms_max),
+            vip: net.vip,
+            vip_lifetime: Duration::from_millis(net.vip_lifetime_ms),
+            garp_count: net.garp_count,
+            garp_interval: Duration::from_millis(net.garp_interval_ms),
+            nodes,
+            faults,
+            probe_interval: Duration::from_millis(self.probe.interval_ms),
+            expect,
+        })
+    }
+
+    fn validate_nodes(&self) -> Result<Vec<Node>, Invalid> {
+        if self.nodes.is_empty() || self.nodes.len() > NODES_MAX {
+            return Err(invalid("nodes", format!("need 1..={NODES_MAX} nodes")));
+        }
+        let mut seen = BTreeSet::new();
+        let mut nodes = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let valid_name = !node.name.is_empty()
+                && node
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if !valid_name || node.name == CLIENT {
+                return Err(invalid(
+                    format!("nodes[{i}].name"),
+                    format!("{:?}: use [a-z0-9-], not \"{CLIENT}\"", node.name),
+                ));
+            }
+            if !seen.insert(node.name.clone()) {
+                return Err(invalid(
+                    format!("nodes[{i}].name"),
+                    format!("{} appears twice", node.name),
+                ));
+            }
+            if node.claim_at_ms.is_some_and(|at| at >= self.duration_ms) {
+                return Err(invalid(
+                    format!("nodes[{i}].claim_at_ms"),
+                    "is after the end of the scenario",
+                ));
+            }
+            nodes.push(Node {
+                name: node.name.clone(),
+                claim_at: node.claim_at_ms.map(Duration::from_millis),
+            });
+        }
+        Ok(nodes)
+    }
+
+    fn validate_faults(&self, nodes: &[Node]) -> Result<Vec<Fault>, Invalid> {
+        if self.faults.len() > FAULTS_MAX {
+            return Err(invalid("faults", format!("at most {FAULTS_MAX}")));
+        }
+        let known = |name: &str| name == CLIENT || nodes.iter().any(|n| n.name == name);
+        let mut faults = Vec::new();
+        let mut last_at = 0;
+        for (i, fault) in self.faults.iter().enumerate() {
+            let key = |field: &str| format!("faults[{i}].{field}");
+            if fault.at_ms < last_at || fault.at_ms >= self.duration_ms {
+                return Err(invalid(
+                    key("at_ms"),
+                    "faults must be in time order and inside duration_ms",
+                ));
+            }
+            last_at = fault.at_ms;
+            let hosts = match (fault.kind, &fault.host, &fault.between) {
+                (FaultKind::Crash | FaultKind::Die | FaultKind::Restart, Some(host), None) => vec![host.clone()],
+                (FaultKind::Partition | FaultKind::Heal, None, Some([a, b])) if a != b => vec![a.clone(), b.clone()],
+                (FaultKind::Partition | FaultKind::Heal, _, _) => {
+                    return Err(invalid(key("between"), "partition and heal take `between = [a, b]` with two different hosts and no `host`"))
+                }
+                _ => return Err(invalid(key("host"), "crash, die and restart take `host` and no `between`")),
+            };
+            if let Some(unknown) = hosts.iter().find(|h| !known(h)) {
+                return Err(invalid(key("host"), format!("unknown host {unknown:?}")));
+            }
+            faults.push(Fault {
+                at: Duration::from_millis(fault.at_ms),
+                kind: fault.kind,
+                hosts,
+            });
+        }
+        Ok(faults)
+    }
+
+    fn validate_expect(&self, nodes: &[Node]) -> Result<Expect, Invalid> {
+        let known = |name: &String| nodes.iter().any(|n| &n.name == name);
+        if let Some(host) = self.expect.final_responder.as_ref().filter(|h| !known(h)) {
+            return Err(invalid(
+                "expect.final_responder",
+                format!("unknown node {host:?}"),
+            ));
+        }
+        if let Some(host) = self.expect.never_responders.iter().find(|h| !known(h)) {
+            return Err(invalid(
+                "expect.never_responders",
+                format!("unknown node {host:?}"),
+            ));
+        }
+        if self.expect.migration_ms_max.is_some() && self.faults.is_empty() {
+            return Err(invalid(
+                "expect.migration_ms_max",
+                "needs at least one fault to measure from",
+            ));
+        }
+        Ok(Expect {
+            single_owner: self.expect.single_owner,
+            final_responder: self.expect.final_responder.clone(),
+            never_responders: self.expect.never_responders.clone(),
+            migration_max: self.expect.migration_ms_max.map(Duration::from_millis),
+        })
+    }
+}

@@ -1,0 +1,446 @@
+//! One simulated run: builds the turmoil world from a scenario and a seed,
+//! runs the hosts, applies faults at their times and samples the segment
+//! after every step for the checkers.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use ironroot_net::turmoil_backend::{RemovedWhy, Segment, SegmentEvent, SimRuntime};
+use ironroot_net::{Clock, Instant, Runtime, UdpBind, UdpSocket, VipControl, VipSpec};
+
+use crate::scenario::{FaultKind, Node, Scenario, CLIENT};
+
+/// UDP port of the "who answers the VIP" service on every node.
+pub const WHOAMI_PORT: u16 = 7;
+const CLIENT_PORT: u16 = 7007;
+/// Simulated wall-clock start, pinned so reports never depend on the host.
+const EPOCH_SECS: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+const TICK: Duration = Duration::from_millis(1);
+/// Log lines one run may produce before it stops logging (and says so).
+pub const LOG_LINES_MAX: usize = 100_000;
+
+/// One line of the event log.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LogLine {
+    #[serde(serialize_with = "serialize_instant")]
+    pub at: Instant,
+    pub host: String,
+    pub event: String,
+    pub detail: String,
+}
+
+fn serialize_instant<S: serde::Serializer>(at: &Instant, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(at.since_origin().as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Shared, bounded event log the hosts and the driver append to.
+#[derive(Clone, Default)]
+pub struct Log {
+    lines: Arc<Mutex<Vec<LogLine>>>,
+}
+
+impl Log {
+    pub fn push(&self, at: Instant, host: &str, event: &str, detail: impl Into<String>) {
+        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.len() < LOG_LINES_MAX {
+            lines.push(LogLine {
+                at,
+                host: host.to_owned(),
+                event: event.to_owned(),
+                detail: detail.into(),
+            });
+        }
+    }
+
+    fn take(&self) -> Vec<LogLine> {
+        std::mem::take(&mut *self.lines.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// What the probing client saw: each change of responder (None = silence).
+pub type Transitions = Arc<Mutex<Vec<(Instant, Option<String>)>>>;
+
+/// Everything a run produced, for the checkers and the report.
+pub struct RunTrace {
+    pub seed: u64,
+    pub log: Vec<LogLine>,
+    pub transitions: Vec<(Instant, Option<String>)>,
+    /// (start, end, holders) of every interval with more than one VIP holder.
+    pub dual_owner: Vec<(Instant, Instant, Vec<String>)>,
+    /// How often the set of VIP holders changed.
+    pub owner_changes: u64,
+    pub first_fault: Option<Instant>,
+    /// A host's software returned an error or panicked.
+    pub host_error: Option<String>,
+}
+
+fn vip_spec(scenario: &Scenario) -> VipSpec {
+    let mut spec = VipSpec::new(scenario.vip, 24, "sim0");
+    spec.lifetime = scenario.vip_lifetime;
+    spec.garp_count = scenario.garp_count;
+    spec.garp_interval = scenario.garp_interval;
+    spec
+}
+
+/// Run `scenario` under `seed` to the end of its duration.
+pub fn run(scenario: &Scenario, seed: u64) -> RunTrace {
+    let mut builder = turmoil::Builder::new();
+    builder
+        .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .simulation_duration(scenario.duration + Duration::from_secs(1))
+        .tick_duration(TICK)
+        .min_message_latency(scenario.latency_min)
+        .max_message_latency(scenario.latency_max)
+        .rng_seed(seed);
+    let mut sim = builder.build();
+    let segment = Segment::new();
+    let log = Log::default();
+    let transitions: Transitions = Arc::default();
+
+    for node in &scenario.nodes {
+        add_node(&mut sim, node, &segment, &log, seed, vip_spec(scenario));
+    }
+    add_client(&mut sim, scenario, &segment, &log, &transitions, seed);
+
+    let mut trace = RunTrace {
+        seed,
+        log: Vec::new(),
+        transitions: Vec::new(),
+        dual_owner: Vec::new(),
+        owner_changes: 0,
+        first_fault: None,
+        host_error: None,
+    };
+    drive(&mut sim, scenario, &segment, &log, &mut trace);
+    trace.log = merge_log(log.take(), segment.events(now_of(&sim)), &sim);
+    trace.transitions = transitions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    trace
+}
+
+fn now_of(sim: &turmoil::Sim<'_>) -> Instant {
+    Instant::from_origin(sim.elapsed())
+}
+
+/// Step the world, applying faults on time and sampling VIP holders.
+fn drive(
+    sim: &mut turmoil::Sim<'_>,
+    scenario: &Scenario,
+    segment: &Segment,
+    log: &Log,
+    trace: &mut RunTrace,
+) {
+    let mut faults = scenario.faults.iter().peekable();
+    let mut holders: Vec<IpAddr> = Vec::new();
+    let mut dual_since: Option<Instant> = None;
+    loop {
+        let now = now_of(sim);
+        while let Some(fault) = faults.next_if(|f| f.at <= now.since_origin()) {
+            trace.first_fault.get_or_insert(now);
+            apply_fault(sim, scenario, segment, log, fault.kind, &fault.hosts, now);
+        }
+        let finished = match sim.step() {
+            Ok(finished) => finished,
+            Err(error) => {
+                trace.host_error = Some(error.to_string());
+                true
+            }
+        };
+        let now = now_of(sim);
+        let current = segment.holders(scenario.vip, now);
+        if current != holders {
+            trace.owner_changes += 1;
+            holders = current;
+        }
+        match (holders.len() > 1, dual_since) {
+            (true, None) => dual_since = Some(now),
+            (false, Some(since)) => {
+                trace.dual_owner.push((since, now, Vec::new()));
+                dual_since = None;
+            }
+            _ => {}
+        }
+        if let (true, Some(last)) = (holders.len() > 1, trace.dual_owner.last_mut()) {
+            if last.1 == now {
+                last.2 = holders.iter().map(|h| host_name(sim, *h)).collect();
+            }
+        }
+        if finished || now.since_origin() >= scenario.duration {
+            if let Some(since) = dual_since {
+                trace.dual_owner.push((
+                    since,
+                    now,
+                    holders.iter().map(|h| host_name(sim, *h)).collect(),
+                ));
+            }
+            return;
+        }
+    }
+}
+
+fn host_name(sim: &turmoil::Sim<'_>, addr: IpAddr) -> String {
+    sim.reverse_lookup(addr).unwrap_or_else(|| addr.to_string())
+}
+
+fn apply_fault(
+    sim: &mut turmoil::Sim<'_>,
+    scenario: &Scenario,
+    segment: &Segment,
+    log: &Log,
+    kind: FaultKind,
+    hosts: &[String],
+    now: Instant,
+) {
+    let everyone: Vec<String> = scenario
+        .nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .chain([CLIENT.to_owned()])
+        .collect();
+    match kind {
+        FaultKind::Crash => {
+            log.push(
+                now,
+                "sim",
+                "fault.crash",
+                format!("{} (daemon dies, kernel keeps its addresses)", hosts[0]),
+            );
+            sim.crash(hosts[0].as_str());
+        }
+        FaultKind::Die => {
+            log.push(
+                now,
+                "sim",
+                "fault.die",
+                format!("{} (host death: software gone, links cut)", hosts[0]),
+            );
+            segment.host_died(sim.lookup(hosts[0].as_str()), now);
+            sim.crash(hosts[0].as_str());
+            for other in everyone.iter().filter(|o| **o != hosts[0]) {
+                sim.partition(hosts[0].as_str(), other.as_str());
+            }
+        }
+        FaultKind::Restart => {
+            log.push(now, "sim", "fault.restart", hosts[0].clone());
+            for other in everyone.iter().filter(|o| **o != hosts[0]) {
+                sim.repair(hosts[0].as_str(), other.as_str());
+            }
+            sim.bounce(hosts[0].as_str());
+        }
+        FaultKind::Partition => {
+            log.push(
+                now,
+                "sim",
+                "fault.partition",
+                format!("{} | {}", hosts[0], hosts[1]),
+            );
+            sim.partition(hosts[0].as_str(), hosts[1].as_str());
+        }
+        FaultKind::Heal => {
+            log.push(
+                now,
+                "sim",
+                "fault.heal",
+                format!("{} | {}", hosts[0], hosts[1]),
+            );
+            sim.repair(hosts[0].as_str(), hosts[1].as_str());
+        }
+    }
+}
+
+fn merge_log(
+    mut lines: Vec<LogLine>,
+    events: Vec<SegmentEvent>,
+    sim: &turmoil::Sim<'_>,
+) -> Vec<LogLine> {
+    for event in events {
+        let (at, host, name, detail) = match event {
+            SegmentEvent::Added {
+                at,
+                host,
+                vip,
+                expires,
+            } => (
+                at,
+                host,
+                "segment.add",
+                format!("{vip} valid until {expires}"),
+            ),
+            SegmentEvent::Removed { at, host, vip, why } => (
+                at,
+                host,
+                "segment.remove",
+                format!(
+                    "{vip} ({})",
+                    match why {
+                        RemovedWhy::Released => "released",
+                        RemovedWhy::Expired => "expired",
+                        RemovedWhy::HostDied => "host died",
+                    }
+                ),
+            ),
+            SegmentEvent::Announced { at, host, vip } => {
+                (at, host, "segment.garp", vip.to_string())
+            }
+        };
+        lines.push(LogLine {
+            at,
+            host: host_name(sim, host),
+            event: name.to_owned(),
+            detail,
+        });
+    }
+    lines.sort_by_key(|line| line.at);
+    lines
+}
+
+fn host_seed(seed: u64, name: &str, incarnation: u64) -> u64 {
+    use rand::RngCore;
+    ironroot_net::derive_rng(seed, &format!("{name}/{incarnation}")).next_u64()
+}
+
+fn add_node(
+    sim: &mut turmoil::Sim<'_>,
+    node: &Node,
+    segment: &Segment,
+    log: &Log,
+    seed: u64,
+    spec: VipSpec,
+) {
+    let incarnation = Arc::new(AtomicU64::new(0));
+    let (node, segment, log) = (node.clone(), segment.clone(), log.clone());
+    let name = node.name.clone();
+    sim.host(name.as_str(), move || {
+        let (node, segment, log, spec) = (node.clone(), segment.clone(), log.clone(), spec.clone());
+        let host_seed = host_seed(
+            seed,
+            &node.name,
+            incarnation.fetch_add(1, Ordering::Relaxed),
+        );
+        async move {
+            let rt = SimRuntime::start(segment, &node.name, host_seed).await?;
+            log.push(
+                rt.now(),
+                &node.name,
+                "node.start",
+                format!("address {}", rt.host_addr()),
+            );
+            tokio::spawn(serve_whoami(rt.clone(), node.name.clone()));
+            if let Some(at) = node.claim_at {
+                rt.sleep_until(Instant::from_origin(at)).await;
+                hold_vip(&rt, &spec, &log, &node.name).await?;
+            }
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+}
+
+/// Claim the VIP and keep renewing it, as a healthy daemon does.
+async fn hold_vip(rt: &SimRuntime, spec: &VipSpec, log: &Log, name: &str) -> std::io::Result<()> {
+    let vip = rt.vip();
+    vip.claim(spec).await.map_err(std::io::Error::other)?;
+    log.push(
+        rt.now(),
+        name,
+        "vip.claim",
+        format!("{} lifetime {:?}", spec.addr, spec.lifetime),
+    );
+    loop {
+        rt.sleep(spec.lifetime / 3).await;
+        if vip.renew(spec).await.is_err() {
+            vip.claim(spec).await.map_err(std::io::Error::other)?;
+            log.push(rt.now(), name, "vip.reclaim", spec.addr.to_string());
+        }
+    }
+}
+
+/// Answer every datagram with this node's name and the probe's text, from
+/// the address it was sent to (the VIP).
+async fn serve_whoami(rt: SimRuntime, name: String) -> std::io::Result<()> {
+    let socket = rt.bind_udp(UdpBind::any(WHOAMI_PORT)).await?;
+    let mut buf = [0u8; 512];
+    loop {
+        let meta = socket.recv_from(&mut buf).await?;
+        let probe = String::from_utf8_lossy(&buf[..meta.len]);
+        let reply = format!("{name} {probe}");
+        socket
+            .send_from(reply.as_bytes(), meta.peer, meta.local)
+            .await?;
+    }
+}
+
+fn add_client(
+    sim: &mut turmoil::Sim<'_>,
+    scenario: &Scenario,
+    segment: &Segment,
+    log: &Log,
+    transitions: &Transitions,
+    seed: u64,
+) {
+    let (segment, log, transitions) = (segment.clone(), log.clone(), Arc::clone(transitions));
+    let (vip, interval, end) = (
+        scenario.vip,
+        scenario.probe_interval,
+        Instant::from_origin(scenario.duration),
+    );
+    sim.client(CLIENT, async move {
+        let rt = SimRuntime::start(segment, CLIENT, host_seed(seed, CLIENT, 0)).await?;
+        let socket = rt.bind_udp(UdpBind::any(CLIENT_PORT)).await?;
+        probe_loop(&rt, &socket, vip, interval, end, &log, &transitions).await;
+        Ok(())
+    });
+}
+
+/// Probe the VIP every `interval`; record each change of who answers.
+async fn probe_loop(
+    rt: &SimRuntime,
+    socket: &impl UdpSocket,
+    vip: Ipv4Addr,
+    interval: Duration,
+    end: Instant,
+    log: &Log,
+    transitions: &Transitions,
+) {
+    let target = SocketAddr::from((vip, WHOAMI_PORT));
+    let mut last: Option<Option<String>> = None;
+    let mut seq: u64 = 0;
+    let mut buf = [0u8; 512];
+    while rt.now() < end {
+        seq += 1;
+        let deadline = rt.now() + interval;
+        let expected = seq.to_string();
+        let mut responder = None;
+        if socket.send_to(expected.as_bytes(), target).await.is_ok() {
+            while responder.is_none() {
+                let Ok(Ok(meta)) =
+                    ironroot_net::timeout(rt, deadline - rt.now(), socket.recv_from(&mut buf))
+                        .await
+                else {
+                    break;
+                };
+                let text = String::from_utf8_lossy(&buf[..meta.len]).into_owned();
+                if let Some((host, probe)) = text.split_once(' ').filter(|(_, p)| *p == expected) {
+                    let _ = probe;
+                    responder = Some(host.to_owned());
+                }
+            }
+        }
+        if last.as_ref() != Some(&responder) {
+            let detail = responder
+                .as_deref()
+                .map_or("no answer".to_owned(), |h| format!("from {h}"));
+            log.push(rt.now(), CLIENT, "probe", detail);
+            transitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((rt.now(), responder.clone()));
+            last = Some(responder);
+        }
+        rt.sleep_until(deadline).await;
+    }
+}
