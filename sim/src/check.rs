@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use ironroot_net::Instant;
 
+use std::collections::BTreeMap;
+
+use crate::cluster::{ResourceEvent, RESOURCES};
 use crate::scenario::Scenario;
 use crate::world::RunTrace;
 
@@ -25,6 +28,20 @@ pub fn check(scenario: &Scenario, trace: &RunTrace) -> Verdict {
     if let Some(error) = &trace.host_error {
         violations.push(format!("a host failed: {error}"));
     }
+    if expect.dual_owner_expected && trace.dual_owner.is_empty() {
+        violations.push(
+            "the scenario expects a split brain, but the VIP never had two holders".to_owned(),
+        );
+    }
+    if let Some(max) = expect.owner_changes_max {
+        if trace.owner_changes > max {
+            violations.push(format!(
+                "the VIP holder set changed {} times, at most {max} allowed (flapping)",
+                trace.owner_changes
+            ));
+        }
+    }
+    violations.extend(resource_order(&trace.resource_events));
     if expect.single_owner {
         for (start, end, holders) in &trace.dual_owner {
             violations.push(format!(
@@ -82,4 +99,71 @@ fn migration(trace: &RunTrace, responder: Option<&str>) -> Option<Duration> {
         .iter()
         .find(|(at, r)| *at >= fault && r.as_deref() == Some(responder))
         .map(|(at, _)| *at - fault)
+}
+
+/// Resources start in [`RESOURCES`] order, stop in reverse, and the VIP is
+/// claimed only with every resource running — per host, from the cluster
+/// manager's own events.
+pub fn resource_order(events: &[(Instant, String, ResourceEvent)]) -> Vec<String> {
+    let mut running: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut violations = Vec::new();
+    for (at, host, event) in events {
+        let stack = running.entry(host.as_str()).or_default();
+        match event {
+            ResourceEvent::Started(name) => {
+                let expected = RESOURCES.get(stack.len()).copied();
+                if expected != Some(name.as_str()) {
+                    violations.push(format!(
+                        "{host} started {name} at {at} out of order (running: {stack:?})"
+                    ));
+                }
+                stack.push(name);
+            }
+            ResourceEvent::Stopped(name) => {
+                if let Some(position) = stack.iter().position(|r| *r == name) {
+                    if position + 1 != stack.len() {
+                        violations.push(format!(
+                            "{host} stopped {name} at {at} before {:?}",
+                            &stack[position + 1..]
+                        ));
+                    }
+                    stack.remove(position);
+                }
+            }
+            ResourceEvent::VipClaimed if stack.len() != RESOURCES.len() => {
+                violations.push(format!(
+                    "{host} claimed the VIP at {at} with only {stack:?} running"
+                ));
+            }
+            ResourceEvent::VipClaimed | ResourceEvent::VipReleased => {}
+            ResourceEvent::Crashed => stack.clear(),
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(host: &str, name: &str) -> (Instant, String, ResourceEvent) {
+        (
+            Instant::ZERO,
+            host.to_owned(),
+            ResourceEvent::Started(name.to_owned()),
+        )
+    }
+
+    #[test]
+    fn resources_out_of_order_are_reported() {
+        let good: Vec<_> = RESOURCES.iter().map(|r| started("a", r)).collect();
+        assert!(resource_order(&good).is_empty());
+        let bad = vec![started("a", "nfs")];
+        assert_eq!(resource_order(&bad).len(), 1);
+        let early_vip = vec![
+            started("a", "store"),
+            (Instant::ZERO, "a".to_owned(), ResourceEvent::VipClaimed),
+        ];
+        assert!(resource_order(&early_vip)[0].contains("claimed the VIP"));
+    }
 }

@@ -8,8 +8,10 @@
 //! nothing here reads the real clock.
 
 pub mod check;
+pub mod cluster;
 pub mod report;
 pub mod scenario;
+pub mod svg;
 pub mod world;
 
 use std::path::Path;

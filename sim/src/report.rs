@@ -125,6 +125,12 @@ pub fn write_run(
     );
     let md_path = out_dir.join(format!("seed-{}.md", trace.seed));
     std::fs::write(&md_path, markdown)?;
+    let title = format!(
+        "{} seed {}: VIP holders on the segment",
+        scenario.name, trace.seed
+    );
+    let timeline = crate::svg::ownership_timeline(&title, &trace.log, scenario.duration);
+    std::fs::write(out_dir.join(format!("seed-{}.svg", trace.seed)), timeline)?;
     Ok(md_path)
 }
 
@@ -200,6 +206,20 @@ impl SweepReport {
         std::fs::create_dir_all(&out_dir)?;
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         std::fs::write(out_dir.join("sweep.json"), json)?;
+        let migrations: Vec<Duration> = self
+            .migration_us
+            .iter()
+            .map(|us| Duration::from_micros(*us))
+            .collect();
+        let title = format!(
+            "{}: VIP migration across {} seeds",
+            self.scenario,
+            self.seeds.len()
+        );
+        std::fs::write(
+            out_dir.join("sweep.svg"),
+            crate::svg::histogram(&title, &migrations),
+        )?;
         let md_path = out_dir.join("sweep.md");
         std::fs::write(
             &md_path,

@@ -26,8 +26,42 @@ pub struct ScenarioFile {
     pub nodes: Vec<NodeFile>,
     #[serde(default)]
     pub faults: Vec<FaultFile>,
+    /// Run the cluster manager on the nodes (instead of scripted claims).
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
     pub probe: ProbeFile,
     pub expect: ExpectFile,
+}
+
+/// The cluster manager's settings for a scenario; unset values take the
+/// cluster crate's defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Run a witness host (the third vote).
+    #[serde(default)]
+    pub witness: bool,
+    /// Two-node mode with a (simulated) power switch.
+    #[serde(default)]
+    pub fencing: bool,
+    /// The power switch refuses every request.
+    #[serde(default)]
+    pub fence_fails: bool,
+    #[serde(default)]
+    pub unsafe_unfenced: bool,
+    pub interval_ms: Option<u64>,
+    pub warn_ms: Option<u64>,
+    pub dead_ms: Option<u64>,
+    pub initial_dead_ms: Option<u64>,
+    pub lease_ms: Option<u64>,
+    pub standby_delay_ms: Option<u64>,
+    /// Simulated time each resource takes to start.
+    #[serde(default = "default_resource_start_ms")]
+    pub resource_start_ms: u64,
+}
+
+fn default_resource_start_ms() -> u64 {
+    5
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,9 +106,12 @@ pub struct FaultFile {
     /// The host the fault hits (crash, die, restart).
     #[serde(default)]
     pub host: Option<String>,
-    /// Both ends of a partition or heal.
+    /// Both ends of a partition, heal or loss.
     #[serde(default)]
     pub between: Option<[String; 2]>,
+    /// Fraction of messages lost (loss).
+    #[serde(default)]
+    pub rate: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -90,6 +127,10 @@ pub enum FaultKind {
     Partition,
     /// Traffic flows again between the two hosts.
     Heal,
+    /// Messages between the two hosts are lost at `rate` (0 ends it).
+    Loss,
+    /// Operator command on `host`: move the services to the peer.
+    Switchover,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +155,13 @@ pub struct ExpectFile {
     /// Budget from the first fault to the first answer from the final responder.
     #[serde(default)]
     pub migration_ms_max: Option<u64>,
+    /// The scenario exists to show a split brain: the run passes only if
+    /// the checker sees two VIP holders.
+    #[serde(default)]
+    pub dual_owner_expected: bool,
+    /// Changes of the VIP holder set at most (flapping bound).
+    #[serde(default)]
+    pub owner_changes_max: Option<u64>,
 }
 
 /// A validated scenario.
@@ -132,6 +180,7 @@ pub struct Scenario {
     pub garp_interval: Duration,
     pub nodes: Vec<Node>,
     pub faults: Vec<Fault>,
+    pub cluster: Option<ClusterSection>,
     pub probe_interval: Duration,
     pub expect: Expect,
 }
@@ -147,6 +196,7 @@ pub struct Fault {
     pub at: Duration,
     pub kind: FaultKind,
     pub hosts: Vec<String>,
+    pub rate: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -155,10 +205,14 @@ pub struct Expect {
     pub final_responder: Option<String>,
     pub never_responders: Vec<String>,
     pub migration_max: Option<Duration>,
+    pub dual_owner_expected: bool,
+    pub owner_changes_max: Option<u64>,
 }
 
 /// The name of the probing client host.
 pub const CLIENT: &str = "client";
+/// The name of the witness host (cluster scenarios with a witness).
+pub const WITNESS: &str = "witness";
 /// Upper bound on simulated time, so a typo cannot run for hours.
 pub const DURATION_MS_MAX: u64 = 3_600_000;
 /// Upper bound on nodes in one scenario.
@@ -247,6 +301,7 @@ impl ScenarioFile {
         let nodes = self.validate_nodes()?;
         let faults = self.validate_faults(&nodes)?;
         let expect = self.validate_expect(&nodes)?;
+        self.validate_cluster(&nodes)?;
         if self.probe.interval_ms == 0 {
             return Err(invalid("probe.interval_ms", "must be positive"));
         }
@@ -264,6 +319,7 @@ impl ScenarioFile {
             garp_interval: Duration::from_millis(net.garp_interval_ms),
             nodes,
             faults,
+            cluster: self.cluster.clone(),
             probe_interval: Duration::from_millis(self.probe.interval_ms),
             expect,
         })
@@ -311,7 +367,10 @@ impl ScenarioFile {
         if self.faults.len() > FAULTS_MAX {
             return Err(invalid("faults", format!("at most {FAULTS_MAX}")));
         }
-        let known = |name: &str| name == CLIENT || nodes.iter().any(|n| n.name == name);
+        let witness = self.cluster.as_ref().is_some_and(|c| c.witness);
+        let known = |name: &str| {
+            name == CLIENT || (witness && name == WITNESS) || nodes.iter().any(|n| n.name == name)
+        };
         let mut faults = Vec::new();
         let mut last_at = 0;
         for (i, fault) in self.faults.iter().enumerate() {
@@ -324,13 +383,30 @@ impl ScenarioFile {
             }
             last_at = fault.at_ms;
             let hosts = match (fault.kind, &fault.host, &fault.between) {
-                (FaultKind::Crash | FaultKind::Die | FaultKind::Restart, Some(host), None) => vec![host.clone()],
-                (FaultKind::Partition | FaultKind::Heal, None, Some([a, b])) if a != b => vec![a.clone(), b.clone()],
-                (FaultKind::Partition | FaultKind::Heal, _, _) => {
-                    return Err(invalid(key("between"), "partition and heal take `between = [a, b]` with two different hosts and no `host`"))
+                (
+                    FaultKind::Crash | FaultKind::Die | FaultKind::Restart | FaultKind::Switchover,
+                    Some(host),
+                    None,
+                ) => vec![host.clone()],
+                (FaultKind::Partition | FaultKind::Heal | FaultKind::Loss, None, Some([a, b])) if a != b => {
+                    vec![a.clone(), b.clone()]
                 }
-                _ => return Err(invalid(key("host"), "crash, die and restart take `host` and no `between`")),
+                (FaultKind::Partition | FaultKind::Heal | FaultKind::Loss, _, _) => {
+                    return Err(invalid(key("between"), "partition, heal and loss take `between = [a, b]` with two different hosts and no `host`"))
+                }
+                _ => return Err(invalid(key("host"), "crash, die, restart and switchover take `host` and no `between`")),
             };
+            let rate = match (fault.kind, fault.rate) {
+                (FaultKind::Loss, Some(rate)) if (0.0..=1.0).contains(&rate) => rate,
+                (FaultKind::Loss, _) => {
+                    return Err(invalid(key("rate"), "loss takes a rate in 0.0..=1.0"))
+                }
+                (_, None) => 0.0,
+                (_, Some(_)) => return Err(invalid(key("rate"), "only loss takes a rate")),
+            };
+            if fault.kind == FaultKind::Switchover && self.cluster.is_none() {
+                return Err(invalid(key("kind"), "switchover needs a [cluster] section"));
+            }
             if let Some(unknown) = hosts.iter().find(|h| !known(h)) {
                 return Err(invalid(key("host"), format!("unknown host {unknown:?}")));
             }
@@ -338,6 +414,7 @@ impl ScenarioFile {
                 at: Duration::from_millis(fault.at_ms),
                 kind: fault.kind,
                 hosts,
+                rate,
             });
         }
         Ok(faults)
@@ -368,6 +445,43 @@ impl ScenarioFile {
             final_responder: self.expect.final_responder.clone(),
             never_responders: self.expect.never_responders.clone(),
             migration_max: self.expect.migration_ms_max.map(Duration::from_millis),
+            dual_owner_expected: self.expect.dual_owner_expected,
+            owner_changes_max: self.expect.owner_changes_max,
         })
+    }
+
+    fn validate_cluster(&self, nodes: &[Node]) -> Result<(), Invalid> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        if nodes.len() != 2 {
+            return Err(invalid(
+                "nodes",
+                "a [cluster] scenario has exactly two nodes",
+            ));
+        }
+        if let Some(i) = nodes.iter().position(|n| n.claim_at.is_some()) {
+            return Err(invalid(
+                format!("nodes[{i}].claim_at_ms"),
+                "the cluster manager decides claims; remove it",
+            ));
+        }
+        let modes = [cluster.witness, cluster.fencing, cluster.unsafe_unfenced];
+        if modes.iter().filter(|m| **m).count() != 1 {
+            return Err(invalid(
+                "cluster",
+                "set exactly one of witness, fencing, unsafe_unfenced",
+            ));
+        }
+        if cluster.fence_fails && !cluster.fencing {
+            return Err(invalid("cluster.fence_fails", "needs fencing = true"));
+        }
+        if self.expect.dual_owner_expected && self.expect.single_owner {
+            return Err(invalid(
+                "expect.dual_owner_expected",
+                "contradicts single_owner = true",
+            ));
+        }
+        Ok(())
     }
 }

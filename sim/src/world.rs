@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use ironroot_net::turmoil_backend::{RemovedWhy, Segment, SegmentEvent, SimRuntime};
 use ironroot_net::{Clock, Instant, Runtime, UdpBind, UdpSocket, VipControl, VipSpec};
 
-use crate::scenario::{FaultKind, Node, Scenario, CLIENT};
+use crate::cluster::{self, ResourceEvent, Shared};
+use crate::scenario::{Fault, FaultKind, Node, Scenario, CLIENT, WITNESS};
 
 /// UDP port of the "who answers the VIP" service on every node.
 pub const WHOAMI_PORT: u16 = 7;
@@ -74,6 +75,8 @@ pub struct RunTrace {
     pub first_fault: Option<Instant>,
     /// A host's software returned an error or panicked.
     pub host_error: Option<String>,
+    /// Resource starts/stops and VIP claims per host (cluster scenarios).
+    pub resource_events: Vec<(Instant, String, ResourceEvent)>,
 }
 
 fn vip_spec(scenario: &Scenario) -> VipSpec {
@@ -98,9 +101,28 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunTrace {
     let segment = Segment::new();
     let log = Log::default();
     let transitions: Transitions = Arc::default();
+    let shared = Shared::default();
 
-    for node in &scenario.nodes {
-        add_node(&mut sim, node, &segment, &log, seed, vip_spec(scenario));
+    match &scenario.cluster {
+        Some(section) => {
+            for node in &scenario.nodes {
+                cluster::add_node(
+                    &mut sim,
+                    scenario,
+                    &node.name,
+                    (&segment, &log, &shared),
+                    seed,
+                );
+            }
+            if section.witness {
+                cluster::add_witness(&mut sim, scenario, &segment, &log, seed);
+            }
+        }
+        None => {
+            for node in &scenario.nodes {
+                add_node(&mut sim, node, &segment, &log, seed, vip_spec(scenario));
+            }
+        }
     }
     add_client(&mut sim, scenario, &segment, &log, &transitions, seed);
 
@@ -112,142 +134,195 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunTrace {
         owner_changes: 0,
         first_fault: None,
         host_error: None,
+        resource_events: Vec::new(),
     };
-    drive(&mut sim, scenario, &segment, &log, &mut trace);
+    let mut world = World {
+        sim: &mut sim,
+        scenario,
+        segment: &segment,
+        log: &log,
+        shared: &shared,
+    };
+    world.drive(&mut trace);
     trace.log = merge_log(log.take(), segment.events(now_of(&sim)), &sim);
     trace.transitions = transitions
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let mut events = shared
+        .resource_events
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    trace.resource_events = std::mem::take(&mut *events);
+    drop(events);
     trace
-}
-
-fn now_of(sim: &turmoil::Sim<'_>) -> Instant {
-    Instant::from_origin(sim.elapsed())
-}
-
-/// Step the world, applying faults on time and sampling VIP holders.
-fn drive(
-    sim: &mut turmoil::Sim<'_>,
-    scenario: &Scenario,
-    segment: &Segment,
-    log: &Log,
-    trace: &mut RunTrace,
-) {
-    let mut faults = scenario.faults.iter().peekable();
-    let mut holders: Vec<IpAddr> = Vec::new();
-    let mut dual_since: Option<Instant> = None;
-    loop {
-        let now = now_of(sim);
-        while let Some(fault) = faults.next_if(|f| f.at <= now.since_origin()) {
-            trace.first_fault.get_or_insert(now);
-            apply_fault(sim, scenario, segment, log, fault.kind, &fault.hosts, now);
-        }
-        let finished = match sim.step() {
-            Ok(finished) => finished,
-            Err(error) => {
-                trace.host_error = Some(error.to_string());
-                true
-            }
-        };
-        let now = now_of(sim);
-        let current = segment.holders(scenario.vip, now);
-        if current != holders {
-            trace.owner_changes += 1;
-            holders = current;
-        }
-        match (holders.len() > 1, dual_since) {
-            (true, None) => dual_since = Some(now),
-            (false, Some(since)) => {
-                trace.dual_owner.push((since, now, Vec::new()));
-                dual_since = None;
-            }
-            _ => {}
-        }
-        if let (true, Some(last)) = (holders.len() > 1, trace.dual_owner.last_mut()) {
-            if last.1 == now {
-                last.2 = holders.iter().map(|h| host_name(sim, *h)).collect();
-            }
-        }
-        if finished || now.since_origin() >= scenario.duration {
-            if let Some(since) = dual_since {
-                trace.dual_owner.push((
-                    since,
-                    now,
-                    holders.iter().map(|h| host_name(sim, *h)).collect(),
-                ));
-            }
-            return;
-        }
-    }
 }
 
 fn host_name(sim: &turmoil::Sim<'_>, addr: IpAddr) -> String {
     sim.reverse_lookup(addr).unwrap_or_else(|| addr.to_string())
 }
 
-fn apply_fault(
-    sim: &mut turmoil::Sim<'_>,
-    scenario: &Scenario,
-    segment: &Segment,
-    log: &Log,
-    kind: FaultKind,
-    hosts: &[String],
-    now: Instant,
-) {
-    let everyone: Vec<String> = scenario
-        .nodes
-        .iter()
-        .map(|n| n.name.clone())
-        .chain([CLIENT.to_owned()])
-        .collect();
-    match kind {
-        FaultKind::Crash => {
-            log.push(
-                now,
-                "sim",
-                "fault.crash",
-                format!("{} (daemon dies, kernel keeps its addresses)", hosts[0]),
-            );
-            sim.crash(hosts[0].as_str());
-        }
-        FaultKind::Die => {
-            log.push(
-                now,
-                "sim",
-                "fault.die",
-                format!("{} (host death: software gone, links cut)", hosts[0]),
-            );
-            segment.host_died(sim.lookup(hosts[0].as_str()), now);
-            sim.crash(hosts[0].as_str());
-            for other in everyone.iter().filter(|o| **o != hosts[0]) {
-                sim.partition(hosts[0].as_str(), other.as_str());
+fn now_of(sim: &turmoil::Sim<'_>) -> Instant {
+    Instant::from_origin(sim.elapsed())
+}
+
+/// The running simulation and what its hosts share with the driver.
+struct World<'w, 'a> {
+    sim: &'w mut turmoil::Sim<'a>,
+    scenario: &'w Scenario,
+    segment: &'w Segment,
+    log: &'w Log,
+    shared: &'w Shared,
+}
+
+impl World<'_, '_> {
+    /// Step the world, applying faults on time and sampling VIP holders.
+    fn drive(&mut self, trace: &mut RunTrace) {
+        let mut faults = self.scenario.faults.iter().peekable();
+        let mut holders: Vec<IpAddr> = Vec::new();
+        let mut dual_since: Option<Instant> = None;
+        loop {
+            let now = now_of(self.sim);
+            while let Some(fault) = faults.next_if(|f| f.at <= now.since_origin()) {
+                trace.first_fault.get_or_insert(now);
+                self.apply_fault(fault, now);
+            }
+            for target in self.shared.take_fence_requests() {
+                self.log
+                    .push(now, "sim", "power-switch", format!("turning {target} off"));
+                self.kill_host(&target, now);
+            }
+            let finished = match self.sim.step() {
+                Ok(finished) => finished,
+                Err(error) => {
+                    trace.host_error = Some(error.to_string());
+                    true
+                }
+            };
+            let now = now_of(self.sim);
+            let current = self.segment.holders(self.scenario.vip, now);
+            if current != holders {
+                trace.owner_changes += 1;
+                holders = current;
+            }
+            let names = || {
+                holders
+                    .iter()
+                    .map(|h| host_name(self.sim, *h))
+                    .collect::<Vec<_>>()
+            };
+            match (holders.len() > 1, dual_since) {
+                (true, None) => dual_since = Some(now),
+                (false, Some(since)) => {
+                    trace.dual_owner.push((since, now, Vec::new()));
+                    dual_since = None;
+                }
+                _ => {}
+            }
+            if holders.len() > 1 {
+                if let Some(last) = trace.dual_owner.last_mut().filter(|d| d.1 == now) {
+                    last.2 = names();
+                }
+            }
+            if finished || now.since_origin() >= self.scenario.duration {
+                if let Some(since) = dual_since {
+                    trace.dual_owner.push((since, now, names()));
+                }
+                return;
             }
         }
-        FaultKind::Restart => {
-            log.push(now, "sim", "fault.restart", hosts[0].clone());
-            for other in everyone.iter().filter(|o| **o != hosts[0]) {
-                sim.repair(hosts[0].as_str(), other.as_str());
+    }
+
+    fn everyone(&self) -> Vec<String> {
+        let witness = self.scenario.cluster.as_ref().is_some_and(|c| c.witness);
+        self.scenario
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .chain([CLIENT.to_owned()])
+            .chain(witness.then(|| WITNESS.to_owned()))
+            .collect()
+    }
+
+    /// Host death: software gone, addresses gone, every link cut.
+    fn kill_host(&mut self, host: &str, now: Instant) {
+        self.segment.host_died(self.sim.lookup(host), now);
+        self.sim.crash(host);
+        self.shared.record(now, host, ResourceEvent::Crashed);
+        for other in self.everyone().iter().filter(|o| *o != host) {
+            self.sim.partition(host, other.as_str());
+        }
+    }
+
+    fn apply_fault(&mut self, fault: &Fault, now: Instant) {
+        let hosts = &fault.hosts;
+        let log = self.log;
+        match fault.kind {
+            FaultKind::Crash => {
+                log.push(
+                    now,
+                    "sim",
+                    "fault.crash",
+                    format!("{} (daemon dies, kernel keeps its addresses)", hosts[0]),
+                );
+                self.sim.crash(hosts[0].as_str());
+                self.shared.record(now, &hosts[0], ResourceEvent::Crashed);
             }
-            sim.bounce(hosts[0].as_str());
-        }
-        FaultKind::Partition => {
-            log.push(
-                now,
-                "sim",
-                "fault.partition",
-                format!("{} | {}", hosts[0], hosts[1]),
-            );
-            sim.partition(hosts[0].as_str(), hosts[1].as_str());
-        }
-        FaultKind::Heal => {
-            log.push(
-                now,
-                "sim",
-                "fault.heal",
-                format!("{} | {}", hosts[0], hosts[1]),
-            );
-            sim.repair(hosts[0].as_str(), hosts[1].as_str());
+            FaultKind::Die => {
+                log.push(
+                    now,
+                    "sim",
+                    "fault.die",
+                    format!("{} (host death: software gone, links cut)", hosts[0]),
+                );
+                self.kill_host(&hosts[0], now);
+            }
+            FaultKind::Restart => {
+                log.push(now, "sim", "fault.restart", hosts[0].clone());
+                for other in self.everyone().iter().filter(|o| **o != hosts[0]) {
+                    self.sim.repair(hosts[0].as_str(), other.as_str());
+                }
+                self.sim.bounce(hosts[0].as_str());
+            }
+            FaultKind::Partition => {
+                log.push(
+                    now,
+                    "sim",
+                    "fault.partition",
+                    format!("{} | {}", hosts[0], hosts[1]),
+                );
+                self.sim.partition(hosts[0].as_str(), hosts[1].as_str());
+            }
+            FaultKind::Heal => {
+                log.push(
+                    now,
+                    "sim",
+                    "fault.heal",
+                    format!("{} | {}", hosts[0], hosts[1]),
+                );
+                self.sim.repair(hosts[0].as_str(), hosts[1].as_str());
+            }
+            FaultKind::Loss => {
+                log.push(
+                    now,
+                    "sim",
+                    "fault.loss",
+                    format!("{} | {} rate {}", hosts[0], hosts[1], fault.rate),
+                );
+                self.sim
+                    .set_link_fail_rate(hosts[0].as_str(), hosts[1].as_str(), fault.rate);
+            }
+            FaultKind::Switchover => {
+                let delivered = self
+                    .shared
+                    .admin(&hosts[0], ironroot_cluster::Admin::Switchover);
+                log.push(
+                    now,
+                    "sim",
+                    "admin.switchover",
+                    format!("to {} (delivered: {delivered})", hosts[0]),
+                );
+            }
         }
     }
 }
@@ -298,7 +373,7 @@ fn merge_log(
     lines
 }
 
-fn host_seed(seed: u64, name: &str, incarnation: u64) -> u64 {
+pub(crate) fn host_seed(seed: u64, name: &str, incarnation: u64) -> u64 {
     use rand::RngCore;
     ironroot_net::derive_rng(seed, &format!("{name}/{incarnation}")).next_u64()
 }
@@ -361,7 +436,7 @@ async fn hold_vip(rt: &SimRuntime, spec: &VipSpec, log: &Log, name: &str) -> std
 
 /// Answer every datagram with this node's name and the probe's text, from
 /// the address it was sent to (the VIP).
-async fn serve_whoami(rt: SimRuntime, name: String) -> std::io::Result<()> {
+pub(crate) async fn serve_whoami(rt: SimRuntime, name: String) -> std::io::Result<()> {
     let socket = rt.bind_udp(UdpBind::any(WHOAMI_PORT)).await?;
     let mut buf = [0u8; 512];
     loop {

@@ -135,10 +135,17 @@ impl<R: Runtime> EchoServer<R> {
     }
 
     /// Accept connections and echo their lines, each in its own task;
-    /// returns only when accepting fails.
+    /// returns only when accepting fails for a reason other than a client
+    /// that aborted first.
     pub async fn serve_tcp_on(&self, listener: R::Listener) -> io::Result<()> {
         loop {
-            let (stream, peer) = listener.accept().await?;
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                // A client that gave up before we accepted is its problem,
+                // not the listener's.
+                Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(err) => return Err(err),
+            };
             let open = self
                 .counters
                 .connections_open

@@ -48,7 +48,8 @@ async fn echo_udp_replies_from_the_server_address() -> io::Result<()> {
         async move { server.serve_udp_on(socket).await }
     });
     for payload in [&b"ping"[..], &[0u8; 1400][..], &b""[..]] {
-        let (reply, from) = udp_request(&rt, bind(loopback(1, 0)), server_addr, payload, WAIT).await?;
+        let (reply, from) =
+            udp_request(&rt, bind(loopback(1, 0)), server_addr, payload, WAIT).await?;
         assert_eq!(reply, payload);
         assert_eq!(from, server_addr);
     }
@@ -76,7 +77,10 @@ async fn echo_tcp_echoes_lines_and_bounds_their_length() -> io::Result<()> {
 
     let too_long = "x".repeat(100);
     let refused = tcp_request_lines(&rt, server_addr, &[&too_long], WAIT).await;
-    assert!(refused.is_err(), "a line over line_bytes_max must close the connection");
+    assert!(
+        refused.is_err(),
+        "a line over line_bytes_max must close the connection"
+    );
     let stats = server.stats();
     assert_eq!(stats.lines_echoed, 3);
     assert_eq!(stats.lines_too_long, 1);
@@ -109,17 +113,29 @@ async fn send_from_sets_the_source_address() -> io::Result<()> {
     let receiver = rt.bind_udp(bind(loopback(1, 0))).await?;
     let sender = rt.bind_udp(bind(loopback(1, 0))).await?;
     let from = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
-    let sent = sender.send_from(b"from-3", receiver.local_addr()?, from).await?;
+    let sent = sender
+        .send_from(b"from-3", receiver.local_addr()?, from)
+        .await?;
     assert_eq!(sent, 6);
     let mut buf = [0u8; 64];
     let meta = ironroot_net::timeout(&rt, WAIT, receiver.recv_from(&mut buf)).await??;
-    assert_eq!(meta.peer, SocketAddr::new(from, sender.local_addr()?.port()));
+    assert_eq!(
+        meta.peer,
+        SocketAddr::new(from, sender.local_addr()?.port())
+    );
     assert_eq!(&buf[..meta.len], b"from-3");
 
     let v6 = sender
-        .send_from(b"x", receiver.local_addr()?, IpAddr::V6(std::net::Ipv6Addr::LOCALHOST))
+        .send_from(
+            b"x",
+            receiver.local_addr()?,
+            IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        )
         .await;
-    assert_eq!(v6.map_err(|err| err.kind()), Err(io::ErrorKind::InvalidInput));
+    assert_eq!(
+        v6.map_err(|err| err.kind()),
+        Err(io::ErrorKind::InvalidInput)
+    );
     Ok(())
 }
 
@@ -147,15 +163,23 @@ async fn tcp_streams_have_nodelay_and_listeners_rebind_over_time_wait() -> io::R
 
     drop(rebound);
     let refused = rt.connect_tcp(addr, WAIT).await;
-    assert_eq!(refused.map_err(|err| err.kind()).err(), Some(io::ErrorKind::ConnectionRefused));
+    assert_eq!(
+        refused.map_err(|err| err.kind()).err(),
+        Some(io::ErrorKind::ConnectionRefused)
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn udp_refuses_ipv6_with_a_clear_error() {
     let rt = runtime();
-    let result = rt.bind_udp(bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)))).await;
-    assert_eq!(result.map_err(|err| err.kind()).err(), Some(io::ErrorKind::Unsupported));
+    let result = rt
+        .bind_udp(bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))))
+        .await;
+    assert_eq!(
+        result.map_err(|err| err.kind()).err(),
+        Some(io::ErrorKind::Unsupported)
+    );
 }
 
 #[test]
@@ -166,15 +190,21 @@ fn vip_claim_announce_serve_renew_release() {
 }
 
 #[test]
-fn vip_expires_without_renewal() {
-    if let Some(pair) = netns::pair_or_skip("vip_expires_without_renewal", "e") {
+fn vip_release_stops_announcing_and_expiry_removes_it() {
+    if let Some(pair) =
+        netns::pair_or_skip("vip_release_stops_announcing_and_expiry_removes_it", "e")
+    {
+        netns::release_stops_announcements(&pair);
         netns::vip_expiry(&pair);
     }
 }
 
 #[test]
 fn broadcast_leaves_the_bound_device_and_connect_times_out() {
-    if let Some(pair) = netns::pair_or_skip("broadcast_leaves_the_bound_device_and_connect_times_out", "b") {
+    if let Some(pair) = netns::pair_or_skip(
+        "broadcast_leaves_the_bound_device_and_connect_times_out",
+        "b",
+    ) {
         netns::broadcast_and_connect_timeout(&pair);
     }
 }

@@ -23,6 +23,8 @@ use crate::{RecvMeta, UdpBind};
 #[derive(Debug)]
 pub struct TokioUdpSocket {
     inner: tokio::net::UdpSocket,
+    /// What `recv_from` reports if a datagram ever lacks IP_PKTINFO.
+    bound_ip: IpAddr,
 }
 
 impl TokioUdpSocket {
@@ -43,7 +45,10 @@ impl TokioUdpSocket {
             .map_err(|err| context(err, format!("binding UDP {addr}")))?;
         let inner = tokio::net::UdpSocket::from_std(socket.into())
             .map_err(|err| context(err, format!("registering UDP {addr} with tokio")))?;
-        Ok(TokioUdpSocket { inner })
+        Ok(TokioUdpSocket {
+            inner,
+            bound_ip: IpAddr::V4(*addr.ip()),
+        })
     }
 
     /// The tokio socket, for what the seam does not cover.
@@ -81,10 +86,9 @@ fn configured_socket(bind: &UdpBind, addr: SocketAddrV4) -> io::Result<Socket> {
 
 impl crate::UdpSocket for TokioUdpSocket {
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
-        let fallback_local = self.inner.local_addr()?.ip();
         self.inner
             .async_io(Interest::READABLE, || {
-                recv_with_pktinfo(&self.inner, buf, fallback_local)
+                recv_with_pktinfo(&self.inner, buf, self.bound_ip)
             })
             .await
     }

@@ -104,7 +104,10 @@ impl TokioVip {
         }
     }
 
-    async fn announce(&self, spec: &VipSpec, link: &Link) -> Result<(), VipError> {
+    /// Send the first announcement now and hand the rest to a task that
+    /// replaces (aborts) the one an earlier claim of the same VIP started.
+    fn announce(&self, spec: &VipSpec, link: &Link) -> Result<(), VipError> {
+        self.replace_announcer(spec.addr, None);
         let garp_error = |source| VipError::Garp {
             interface: spec.interface.clone(),
             source,
@@ -126,7 +129,6 @@ impl TokioVip {
             }
         };
         if spec.garp_count <= 1 {
-            self.replace_announcer(spec.addr, None);
             return Ok(());
         }
         let task = tokio::spawn(repeat_announcements(
@@ -166,9 +168,11 @@ impl VipControl for TokioVip {
         netlink.replace_address(spec, link.index, "claim").await?;
         self.shared.counters.claims.fetch_add(1, Ordering::Relaxed);
         if spec.garp_count == 0 {
+            // Whatever an earlier claim still had to announce stops too.
+            self.replace_announcer(spec.addr, None);
             return Ok(());
         }
-        self.announce(spec, &link).await
+        self.announce(spec, &link)
     }
 
     async fn renew(&self, spec: &VipSpec) -> Result<(), VipError> {
@@ -198,8 +202,13 @@ impl VipControl for TokioVip {
         validate(spec)?;
         self.replace_announcer(spec.addr, None);
         let netlink = Netlink::open()?;
-        let link = netlink.link(&spec.interface).await?;
-        netlink.delete_address(spec, link.index).await?;
+        match netlink.link(&spec.interface).await {
+            Ok(link) => netlink.delete_address(spec, link.index).await?,
+            // An interface that is gone holds no address: nothing serves
+            // the VIP here, which is all release promises.
+            Err(VipError::NoSuchInterface(_)) => {}
+            Err(err) => return Err(err),
+        }
         self.shared
             .counters
             .releases
