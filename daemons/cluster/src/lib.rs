@@ -1,1 +1,71 @@
-//! placeholder
+//! ironroot's cluster manager: membership by HMAC-authenticated heartbeats,
+//! quorum (two votes of three: self, peer, witness lease) or fencing in
+//! two-node mode, ordered start/stop of the services, and the VIP.
+//!
+//! - [`config`]: the file format and its pure validation.
+//! - [`wire`]: heartbeat and witness packets, HMAC-SHA256, replay guard.
+//! - [`node`]: the sans-IO failover state machine of a control node.
+//! - [`witness`]: the sans-IO witness (vote lease + durable Outdated record).
+//! - [`driver`]: async drivers generic over [`ironroot_net::Runtime`].
+//!
+//! This crate must never read a clock, draw a random number or open a socket
+//! outside the driver's use of the runtime seam, and never let peer bytes
+//! reach an assertion: a forged, replayed or malformed packet is dropped and
+//! counted.
+//!
+//! # Timing argument: the old owner's VIP is gone before the new one claims it
+//!
+//! Notation: lease `L` (witness), dead time `D`, heartbeat interval `I`, VIP
+//! lifetime `V` (IPv4 `valid_lft`), clock margin `M` (clock-rate skew over
+//! one lease plus the delay between deciding an action and the kernel
+//! applying it). Config validation enforces `V + M + I <= D` and, with a
+//! witness, `V + M + I <= L`.
+//!
+//! 1. A node is active only while it holds a *quorum proof* with an expiry
+//!    `P`, dated by its **own** clock and always from an event on its own
+//!    side that happened *before* the grantor's promise started:
+//!    - witness lease: `P = t_send(request) + L`; the witness counts `L` from
+//!      when it received the request, which is later, so the witness's view
+//!      of the lease outlives the node's (up to rate skew, inside `M`);
+//!    - peer vote: the peer's heartbeat echoes the highest sequence of ours
+//!      it received; `P = t_send(that heartbeat) + D`. The peer promised not
+//!      to seek takeover until `D` after it *received* that heartbeat, again
+//!      no earlier than our send time.
+//! 2. The VIP gets a fresh lifetime only when `now + V + M <= P`, and the
+//!    driver skips a renewal it executes more than `M` after the decision
+//!    (`Action::RenewVip::not_after`). So at every moment the kernel's
+//!    expiry of our address is before `P`, **whether or not our daemon is
+//!    still alive**: if it dies, renewals stop and the kernel removes the
+//!    address by itself.
+//! 3. The peer can take over only after (a) the witness grants it the lease,
+//!    which the witness does only after our lease ran out at the witness
+//!    (`>= P`), or (b) our vote promise ran out, `>= P` as well. Its VIP
+//!    claim comes after the whole start sequence, later still.
+//! 4. A node whose proof drops below `now + M` stops: it releases the VIP
+//!    first (already expired or expiring), then stops services in reverse.
+//!    It also stops renewing, so services are down at the latest `P` later.
+//!
+//! With the defaults (`I` = 100 ms, `D` = 500 ms, `L` = 600 ms, `V` =
+//! 300 ms, `M` = 50 ms) the standby takes over at most about `max(D, L)`
+//! after the active host dies, plus its own start sequence.
+//!
+//! A witness that restarts grants nothing for one `L`, since a lease from
+//! its previous life may still run. In two-node mode with fencing the
+//! incumbent keeps running while the peer is silent; the standby must fence
+//! it (power it off) before promoting, waiting `standby_delay_ms` longer so
+//! that the incumbent wins a fencing race. With `unsafe_unfenced` nothing of
+//! the above holds during a partition: both nodes become active.
+
+pub mod config;
+pub mod driver;
+pub mod incarnation;
+pub mod node;
+pub mod wire;
+pub mod witness;
+
+pub use config::{ClusterConfig, ClusterFile, ConfigError, QuorumMode, WitnessConfig};
+pub use driver::{run_node, run_witness, ClusterEvent, CommandFence, DriverError, Fence, SimFence};
+pub use incarnation::{FileIncarnationStore, IncarnationStore, MemoryIncarnationStore};
+pub use node::{Action, Admin, EventKind, Node, Reason};
+pub use wire::{NodeId, Role};
+pub use witness::{FileOutdatedStore, MemoryOutdatedStore, OutdatedStore, Witness};

@@ -1,0 +1,194 @@
+use super::*;
+
+const EXAMPLES: [(&str, &str); 2] = [
+    ("cluster.toml", include_str!("../../examples/cluster.toml")),
+    (
+        "two-node-fencing.toml",
+        include_str!("../../examples/two-node-fencing.toml"),
+    ),
+];
+
+fn parse(text: &str) -> ClusterFile {
+    toml::from_str(text).expect("example parses")
+}
+
+fn base() -> ClusterFile {
+    parse(EXAMPLES[0].1)
+}
+
+fn problem_at(file: &ClusterFile) -> (String, Problem) {
+    let error = file.validate("a").expect_err("must be rejected");
+    (error.path, error.problem)
+}
+
+#[test]
+fn every_example_parses_and_validates_for_both_nodes() {
+    for (name, text) in EXAMPLES {
+        let file = parse(text);
+        for node in ["a", "b"] {
+            let config = file
+                .validate(node)
+                .unwrap_or_else(|e| panic!("{name} for {node}: {e}"));
+            assert_eq!(config.local.name, node);
+            assert_ne!(config.peer.name, node);
+        }
+    }
+    let witness = base().validate_witness().expect("witness config");
+    assert_eq!(witness.lease, Duration::from_millis(600));
+    let fencing = parse(EXAMPLES[1].1).validate("a").expect("valid");
+    assert!(
+        matches!(fencing.quorum, QuorumMode::Fencing(ref f) if f.timeout == Duration::from_secs(5))
+    );
+    assert_eq!(
+        fencing.timing.interval,
+        Duration::from_millis(100),
+        "default interval"
+    );
+    assert_eq!(
+        fencing.timing.dead,
+        Duration::from_millis(500),
+        "default dead time"
+    );
+    assert!(!fencing.auto_failback, "failback off by default");
+}
+
+#[test]
+fn unknown_keys_are_rejected() {
+    let text = format!("{}\nbogus = 1\n", EXAMPLES[0].1);
+    assert!(toml::from_str::<ClusterFile>(&text).is_err());
+    let text = EXAMPLES[0]
+        .1
+        .replace("lease_ms = 600", "lease_ms = 600\nleese = 1");
+    assert!(toml::from_str::<ClusterFile>(&text).is_err());
+}
+
+#[test]
+fn neither_witness_nor_fencing_needs_unsafe_unfenced() {
+    let mut file = base();
+    file.witness = None;
+    assert_eq!(
+        problem_at(&file),
+        ("witness".to_string(), Problem::NoProtection)
+    );
+    file.unsafe_unfenced = true;
+    assert_eq!(
+        file.validate("a").expect("valid").quorum,
+        QuorumMode::Unsafe
+    );
+}
+
+#[test]
+fn dead_time_must_exceed_twice_the_interval() {
+    let mut file = base();
+    file.timing.dead_ms = 200;
+    let (path, problem) = problem_at(&file);
+    assert_eq!(path, "timing.dead_ms");
+    assert!(matches!(
+        problem,
+        Problem::TooSmall {
+            value: 200,
+            bound: 200,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn vip_lifetime_must_fit_inside_dead_time_and_lease() {
+    let mut file = base();
+    file.vip.lifetime_ms = 400;
+    let (path, problem) = problem_at(&file);
+    assert_eq!(path, "vip.lifetime_ms");
+    assert!(matches!(
+        problem,
+        Problem::TooLarge {
+            value: 400,
+            bound: 350,
+            ..
+        }
+    ));
+
+    let mut file = base();
+    file.witness.as_mut().expect("witness").lease_ms = 400;
+    let (path, problem) = problem_at(&file);
+    assert_eq!(path, "witness.lease_ms");
+    assert!(matches!(
+        problem,
+        Problem::TooSmall {
+            value: 400,
+            bound: 450,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn node_and_link_errors_name_their_key() {
+    let mut file = base();
+    file.nodes[1].links.pop();
+    assert_eq!(problem_at(&file).0, "nodes[1].links");
+
+    let mut file = base();
+    file.nodes[1].id = 1;
+    assert_eq!(
+        problem_at(&file),
+        (
+            "nodes[1].id".to_string(),
+            Problem::Duplicate("1".to_string())
+        )
+    );
+
+    let mut file = base();
+    file.nodes[0].id = 0;
+    assert_eq!(
+        problem_at(&file),
+        ("nodes[0].id".to_string(), Problem::ReservedId)
+    );
+
+    let mut file = base();
+    file.nodes.pop();
+    assert_eq!(
+        problem_at(&file),
+        ("nodes".to_string(), Problem::NodeCount(1))
+    );
+
+    let mut file = base();
+    file.nodes[0].links = vec![];
+    assert_eq!(problem_at(&file).0, "nodes[0].links");
+
+    let file = base();
+    let error = file.validate("c").expect_err("unknown node");
+    assert_eq!(error.to_string(), "node: no node named c");
+}
+
+#[test]
+fn key_must_be_hex_of_sane_length() {
+    let mut file = base();
+    file.key_hex = "zz".repeat(16);
+    assert_eq!(problem_at(&file), ("key_hex".to_string(), Problem::Hex));
+    file.key_hex = "ab".repeat(8);
+    assert!(matches!(
+        problem_at(&file).1,
+        Problem::KeyLength { len: 8, .. }
+    ));
+}
+
+#[test]
+fn warn_and_initial_dead_are_bounded() {
+    let mut file = base();
+    file.timing.warn_ms = 600;
+    assert_eq!(problem_at(&file).0, "timing.warn_ms");
+    let mut file = base();
+    file.timing.initial_dead_ms = 100;
+    assert_eq!(problem_at(&file).0, "timing.initial_dead_ms");
+}
+
+#[test]
+fn fencing_command_must_not_be_empty() {
+    let mut file = parse(EXAMPLES[1].1);
+    file.fencing.as_mut().expect("fencing").command.clear();
+    assert_eq!(
+        problem_at(&file),
+        ("fencing.command".to_string(), Problem::Empty)
+    );
+}

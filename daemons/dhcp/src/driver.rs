@@ -1,0 +1,195 @@
+//! The async driver: moves datagrams between the seam's sockets and
+//! [`DhcpServer`], lease writes between the server and a [`LeaseLog`], and
+//! wakes the server for expiries. It holds no protocol logic.
+//!
+//! Group commit falls out of the loop: one lease write is in flight at a
+//! time, and every record the server gathers meanwhile goes into the next.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use ironroot_net::{Runtime, UdpBind, UdpSocket};
+
+use crate::leases::{LeaseLog, LeaseLogError, LeaseWriteId};
+use crate::registry::Registry;
+use crate::reply::{Outgoing, PXE_PORT, SERVER_PORT};
+use crate::server::{DhcpServer, Incoming};
+
+/// Where the driver listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriverOptions {
+    /// Normally `0.0.0.0:67`.
+    pub bind: SocketAddr,
+    /// proxyDHCP's second socket, normally `0.0.0.0:4011`.
+    pub pxe_bind: Option<SocketAddr>,
+    /// SO_BINDTODEVICE: the boot segment's interface.
+    pub device: Option<String>,
+}
+
+impl DriverOptions {
+    /// Port 67 on every address; 4011 too in proxyDHCP mode.
+    pub fn standard(proxy: bool, device: Option<String>) -> DriverOptions {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        DriverOptions {
+            bind: SocketAddr::new(any, SERVER_PORT),
+            pxe_bind: proxy.then_some(SocketAddr::new(any, PXE_PORT)),
+            device,
+        }
+    }
+}
+
+type WriteFuture = Pin<Box<dyn Future<Output = (LeaseWriteId, Result<(), LeaseLogError>)> + Send>>;
+
+/// Serve until `shutdown` resolves; returns the server (counters, leases).
+pub async fn serve<R, G, L>(
+    runtime: R,
+    mut server: DhcpServer<G>,
+    log: Arc<L>,
+    options: DriverOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<DhcpServer<G>>
+where
+    R: Runtime,
+    G: Registry + Send,
+    L: LeaseLog,
+{
+    let bind = |addr: SocketAddr| UdpBind {
+        addr,
+        broadcast: true,
+        device: options.device.clone(),
+    };
+    let socket = runtime.bind_udp(bind(options.bind)).await?;
+    let pxe_socket = match options.pxe_bind {
+        Some(addr) => Some(runtime.bind_udp(bind(addr)).await?),
+        None => None,
+    };
+    start(&runtime, &mut server, log.as_ref());
+
+    let datagram_bytes_max = server.config().limits.datagram_bytes_max;
+    // One spare byte: a datagram that fills it is too long, and the decoder
+    // counts it instead of seeing a silently truncated copy.
+    let mut buf = vec![0u8; datagram_bytes_max + 1];
+    let mut pxe_buf = vec![0u8; datagram_bytes_max + 1];
+    let mut write: Option<WriteFuture> = None;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        while let Some(outgoing) = server.poll_transmit() {
+            if !send(&socket, &outgoing).await {
+                server.note_send_failed();
+            }
+        }
+        if write.is_none() {
+            write = next_write(&mut server, &log);
+        }
+        let deadline = server.poll_timeout();
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(server),
+            (id, result) = async { write.as_mut().expect("guarded by the branch condition").await }, if write.is_some() => {
+                write = None;
+                match result {
+                    Ok(()) => server.handle_lease_durable(runtime.now(), id),
+                    Err(error) => {
+                        tracing::warn!(%error, "lease write failed");
+                        server.handle_lease_failed(id);
+                    }
+                }
+            }
+            received = socket.recv_from(&mut buf) => {
+                handle_received(&runtime, &mut server, received, &buf, options.bind.port());
+            }
+            received = recv_optional(pxe_socket.as_ref(), &mut pxe_buf), if pxe_socket.is_some() => {
+                handle_received(&runtime, &mut server, received, &pxe_buf, PXE_PORT);
+            }
+            () = sleep_optional(&runtime, deadline), if deadline.is_some() => {
+                sync_wall_clock(&runtime, &mut server);
+                server.handle_timeout(runtime.now());
+            }
+        }
+    }
+}
+
+/// Give the server the wall clock and the journal's leases.
+fn start<R: Runtime, G: Registry, L: LeaseLog>(runtime: &R, server: &mut DhcpServer<G>, log: &L) {
+    sync_wall_clock(runtime, server);
+    server.restore(runtime.now(), &log.records());
+}
+
+/// Journal records carry wall-clock times; keep the server's view of the
+/// wall clock fresh (it may be stepped by NTP).
+fn sync_wall_clock<R: Runtime, G: Registry>(runtime: &R, server: &mut DhcpServer<G>) {
+    let unix_secs = runtime
+        .wall_clock()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    server.set_wall_clock(runtime.now(), unix_secs);
+}
+
+/// The server's next batch as a write to the log. The driver keeps one
+/// write in flight, so every record gathered meanwhile joins the next.
+fn next_write<G: Registry, L: LeaseLog>(
+    server: &mut DhcpServer<G>,
+    log: &Arc<L>,
+) -> Option<WriteFuture> {
+    let batch = server.poll_lease_write()?;
+    let log = Arc::clone(log);
+    let id = batch.id;
+    Some(Box::pin(async move { (id, log.append(batch).await) }))
+}
+
+fn handle_received<R: Runtime, G: Registry>(
+    runtime: &R,
+    server: &mut DhcpServer<G>,
+    received: io::Result<ironroot_net::RecvMeta>,
+    buf: &[u8],
+    local_port: u16,
+) {
+    match received {
+        Ok(meta) => {
+            let bytes = buf.get(..meta.len).unwrap_or(buf);
+            server.handle_datagram(
+                runtime.now(),
+                Incoming {
+                    bytes,
+                    peer: meta.peer,
+                    local_ip: meta.local,
+                    local_port,
+                },
+            );
+        }
+        // ICMP errors surface here on Linux; the socket stays usable.
+        Err(error) => tracing::debug!(%error, "receive failed"),
+    }
+}
+
+async fn recv_optional<U: UdpSocket>(
+    socket: Option<&U>,
+    buf: &mut [u8],
+) -> io::Result<ironroot_net::RecvMeta> {
+    match socket {
+        Some(socket) => socket.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_optional<R: Runtime>(runtime: &R, deadline: Option<ironroot_net::Instant>) {
+    match deadline {
+        Some(deadline) => runtime.sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Send one reply from the VIP; on failure the client retries.
+async fn send<U: UdpSocket>(socket: &U, outgoing: &Outgoing) -> bool {
+    let result = socket
+        .send_from(&outgoing.bytes, outgoing.to, IpAddr::V4(outgoing.from))
+        .await;
+    if let Err(error) = &result {
+        tracing::debug!(to = %outgoing.to, %error, "reply not sent");
+    }
+    result.is_ok()
+}

@@ -1,0 +1,258 @@
+//! `/etc/ironroot/ironroot.toml`: one file for both nodes and the witness.
+//! Parsed with unknown keys rejected, then validated into [`Settings`] for
+//! one node (or the witness); every error names the key path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The file as operators write it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IronrootFile {
+    pub cluster: ironroot_cluster::ClusterFile,
+    pub store: StoreSection,
+    #[serde(default)]
+    pub nfs: NfsSection,
+    pub dhcp: ironroot_dhcp::Config,
+    #[serde(default)]
+    pub tftp: ironroot_tftp::TftpConfig,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// Where the store keeps objects, the journal and refs.
+    pub dir: PathBuf,
+    /// Address the replication listener binds on this node; the peer
+    /// connects to the same port on the peer's first link address.
+    #[serde(default = "default_replication_port")]
+    pub replication_port: u16,
+}
+
+fn default_replication_port() -> u16 {
+    7790
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NfsSection {
+    pub portmap_port: u16,
+    pub mount_port: u16,
+    pub nfs_port: u16,
+    /// 32 bytes, hex, identical on both nodes: the key of the file-handle MAC.
+    pub handle_key_file: PathBuf,
+}
+
+impl Default for NfsSection {
+    fn default() -> NfsSection {
+        NfsSection {
+            portmap_port: 111,
+            mount_port: 20048,
+            nfs_port: 2049,
+            handle_key_file: PathBuf::from("/etc/ironroot/handle.key"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    pub socket: PathBuf,
+}
+
+impl Default for AdminSection {
+    fn default() -> AdminSection {
+        AdminSection { socket: PathBuf::from("/run/ironroot/admin.sock") }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// `None` turns the endpoint off.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsSection {
+    fn default() -> MetricsSection {
+        MetricsSection { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9450))) }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// One JSON object per line instead of text.
+    pub json: bool,
+}
+
+/// Why the configuration was refused: the file, the key path and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: {path}: {message}")]
+    Invalid { file: String, path: String, message: String },
+}
+
+/// What a node runs with.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    pub name: String,
+    pub cluster: ironroot_cluster::ClusterConfig,
+    pub store: StoreSection,
+    pub nfs: NfsSection,
+    pub handle_key: [u8; 32],
+    pub dhcp: ironroot_dhcp::Config,
+    pub tftp: ironroot_tftp::Config,
+    pub admin: AdminSection,
+    pub metrics: MetricsSection,
+    pub log: LogSection,
+}
+
+/// What the witness runs with.
+#[derive(Clone, Debug)]
+pub struct WitnessSettings {
+    pub witness: ironroot_cluster::WitnessConfig,
+    pub state_dir: PathBuf,
+    pub log: LogSection,
+}
+
+impl IronrootFile {
+    /// Read and parse (not yet validate) the file at `path`.
+    pub fn load(path: &Path) -> Result<IronrootFile, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        IronrootFile::parse(&text, &file)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<IronrootFile, ConfigError> {
+        toml::from_str(text).map_err(|error| ConfigError::Parse { file: file.to_owned(), message: error.to_string() })
+    }
+
+    /// Validate for node `name`; reads the handle key file.
+    pub fn node(&self, name: &str, file: &str) -> Result<NodeSettings, ConfigError> {
+        let invalid = |path: &str, message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            path: path.to_owned(),
+            message,
+        };
+        let cluster = self.cluster.validate(name).map_err(|e| invalid(&format!("cluster.{}", e.path), e.problem.to_string()))?;
+        if cluster.vip.lifetime.subsec_millis() != 0 {
+            return Err(invalid(
+                "cluster.vip.lifetime_ms",
+                "must be whole seconds: the kernel's valid_lft counts seconds".to_owned(),
+            ));
+        }
+        self.dhcp.validate().map_err(|e| invalid("dhcp", e.to_string()))?;
+        if self.dhcp.vip != cluster.vip.addr {
+            return Err(invalid("dhcp.vip", format!("{} differs from cluster.vip.addr {}", self.dhcp.vip, cluster.vip.addr)));
+        }
+        let tftp = self.tftp.validate().map_err(|e| invalid("tftp", e.to_string()))?;
+        let ports = [
+            ("nfs.portmap_port", self.nfs.portmap_port),
+            ("nfs.mount_port", self.nfs.mount_port),
+            ("nfs.nfs_port", self.nfs.nfs_port),
+        ];
+        for (i, (key, port)) in ports.iter().enumerate() {
+            if *port == 0 || ports[..i].iter().any(|(_, other)| other == port) {
+                return Err(invalid(key, format!("{port} is zero or used twice")));
+            }
+        }
+        let handle_key = read_key(&self.nfs.handle_key_file).map_err(|message| invalid("nfs.handle_key_file", message))?;
+        Ok(NodeSettings {
+            name: name.to_owned(),
+            cluster,
+            store: self.store.clone(),
+            nfs: self.nfs.clone(),
+            handle_key,
+            dhcp: self.dhcp.clone(),
+            tftp,
+            admin: self.admin.clone(),
+            metrics: self.metrics.clone(),
+            log: self.log.clone(),
+        })
+    }
+
+    /// Validate for the witness role.
+    pub fn witness(&self, file: &str) -> Result<WitnessSettings, ConfigError> {
+        let witness = self.cluster.validate_witness().map_err(|e| ConfigError::Invalid {
+            file: file.to_owned(),
+            path: format!("cluster.{}", e.path),
+            message: e.problem.to_string(),
+        })?;
+        Ok(WitnessSettings { witness, state_dir: self.store.dir.clone(), log: self.log.clone() })
+    }
+}
+
+/// A 32-byte key written as 64 hex digits (whitespace ignored).
+pub fn read_key(path: &Path) -> Result<[u8; 32], String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let hex: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if hex.len() != 64 {
+        return Err(format!("{}: expected 64 hex digits, found {}", path.display(), hex.len()));
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| format!("{}: not hex at digit {}", path.display(), 2 * i))?;
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../deploy/ironroot.toml");
+
+    fn with_key(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("handle.key");
+        std::fs::write(&key, "00".repeat(32)).expect("key");
+        (dir, text.replace("/etc/ironroot/handle.key", &key.display().to_string()))
+    }
+
+    #[test]
+    fn the_example_config_validates_for_both_nodes_and_the_witness() {
+        let (_dir, text) = with_key(EXAMPLE);
+        let file = IronrootFile::parse(&text, "ironroot.toml").expect("parses");
+        for node in ["ctl-a", "ctl-b"] {
+            let settings = file.node(node, "ironroot.toml").expect("validates");
+            assert_eq!(settings.name, node);
+        }
+        file.witness("ironroot.toml").expect("witness validates");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key_path() {
+        let (_dir, text) = with_key(EXAMPLE);
+        let unknown = text.replace("[store]\n", "[store]\ndri = \"x\"\n");
+        let error = IronrootFile::parse(&unknown, "ironroot.toml").expect_err("unknown key").to_string();
+        assert!(error.starts_with("ironroot.toml: ") && error.contains("dri"), "{error}");
+
+        let file = IronrootFile::parse(&text, "ironroot.toml").expect("parses");
+        let error = file.node("ctl-c", "ironroot.toml").expect_err("unknown node").to_string();
+        assert!(error.starts_with("ironroot.toml: cluster."), "{error}");
+
+        let wrong_vip = text.replace("vip = \"192.0.2.10\"", "vip = \"192.0.2.11\"");
+        let file = IronrootFile::parse(&wrong_vip, "ironroot.toml").expect("parses");
+        let error = file.node("ctl-a", "ironroot.toml").expect_err("vip mismatch").to_string();
+        assert_eq!(error, "ironroot.toml: dhcp.vip: 192.0.2.11 differs from cluster.vip.addr 192.0.2.10");
+
+        let missing_key = EXAMPLE.replace("/etc/ironroot/handle.key", "/nonexistent/handle.key");
+        let file = IronrootFile::parse(&missing_key, "ironroot.toml").expect("parses");
+        let error = file.node("ctl-a", "ironroot.toml").expect_err("missing key file").to_string();
+        assert!(error.starts_with("ironroot.toml: nfs.handle_key_file: /nonexistent/handle.key:"), "{error}");
+    }
+}

@@ -1,0 +1,200 @@
+//! The admin API's answers on a node, the fencing choice and the metrics
+//! samples.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ironroot_cluster::{Admin, ClusterConfig, QuorumMode};
+use ironroot_net::resource::BoxFuture;
+use ironroot_store::model::Timestamp;
+use serde_json::json;
+
+use crate::admin::{standby_refusal, Request, Response};
+use crate::metrics::Sample;
+use crate::node::NodeState;
+
+/// The node's admin handler.
+pub struct Handler {
+    state: NodeState,
+}
+
+impl Handler {
+    pub fn new(state: NodeState) -> Arc<Handler> {
+        Arc::new(Handler { state })
+    }
+}
+
+fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = text.split([':', '-']).collect();
+    let mut mac = [0u8; 6];
+    if parts.len() != 6 {
+        return Err(format!("{text}: a MAC address has six parts (52:54:00:12:34:56)"));
+    }
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        *byte = u8::from_str_radix(part, 16).map_err(|_| format!("{text}: {part} is not hex"))?;
+    }
+    Ok(mac)
+}
+
+fn now_timestamp() -> Timestamp {
+    // The admin API runs only in production, on the node's real clock.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now();
+    let since = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp { secs: i64::try_from(since.as_secs()).unwrap_or(i64::MAX), nanos: since.subsec_nanos() }
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+impl crate::admin::Handler for Handler {
+    async fn handle(&self, request: Request) -> Response {
+        let status = self.state.status();
+        if request.is_write() && status.role != "active" {
+            let peer_active = (status.peer == "alive").then(|| self.peer_name());
+            return standby_refusal(&status.role, peer_active.as_deref());
+        }
+        match request {
+            Request::Status {} => self.status(),
+            Request::Switchover {} => self.admin(Admin::Switchover, "switchover requested"),
+            Request::Standby { on } => self.admin(Admin::Standby(on), if on { "standby on" } else { "standby off" }),
+            other => self.store_request(other),
+        }
+    }
+}
+
+impl Handler {
+    fn peer_name(&self) -> String {
+        self.state.settings.cluster.peer.name.clone()
+    }
+
+    fn admin(&self, command: Admin, done: &str) -> Response {
+        match self.state.admin.try_send(command) {
+            Ok(()) => Response::ok(json!({ "message": done })),
+            Err(_) => Response::error("the cluster manager is busy; try again"),
+        }
+    }
+
+    fn status(&self) -> Response {
+        let status = self.state.status();
+        let store = self.state.store.read().unwrap_or_else(|p| p.into_inner());
+        let state = store.state();
+        let images: Vec<_> = state
+            .refs
+            .iter()
+            .filter_map(|(name, generation)| name.strip_prefix("image/").map(|image| json!({ "image": image, "generation": generation })))
+            .collect();
+        Response::ok(json!({
+            "node": status.node,
+            "role": status.role,
+            "peer": { "name": self.peer_name(), "state": status.peer },
+            "vip": status.vip,
+            "failovers": status.failovers,
+            "store": { "last_seq": state.last_seq(), "epoch": format!("{:?}", store.epoch()), "content_hash": hex(&state.content_hash()) },
+            "images": images,
+            "clients": state.clients.len(),
+        }))
+    }
+
+    fn store_request(&self, request: Request) -> Response {
+        let mut store = self.state.store.write().unwrap_or_else(|p| p.into_inner());
+        let result: Result<serde_json::Value, String> = match request {
+            Request::ImageImport { name, from } => {
+                let path = Path::new(&from);
+                let message = format!("import from {from}");
+                let record = if path.is_dir() {
+                    store.import_dir(&name, path, now_timestamp(), &message)
+                } else {
+                    match std::fs::File::open(path) {
+                        Ok(file) => store.import_tar(&name, file, now_timestamp(), &message),
+                        Err(error) => return Response::error(format!("{from}: {error}")),
+                    }
+                };
+                record.map(|r| json!({ "seq": r.seq })).map_err(|e| e.to_string())
+            }
+            Request::ImageList {} => Ok(json!(store.state().refs)),
+            Request::ImageLog { name } => Ok(json!(store
+                .state()
+                .generations
+                .values()
+                .filter(|g| g.image == name)
+                .map(|g| json!({ "generation": g.id, "parent": g.parent, "time": g.time.secs, "message": g.message }))
+                .collect::<Vec<_>>())),
+            Request::ImageRollback { name, generation } => store
+                .rollback(&name, generation, now_timestamp(), &format!("rollback to {generation}"))
+                .map(|r| json!({ "seq": r.seq }))
+                .map_err(|e| e.to_string()),
+            Request::ClientAdd { name, mac, ip, image } => (|| {
+                let mac = parse_mac(&mac)?;
+                let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| format!("{ip}: not an IPv4 address"))?;
+                if store.state().current(&image).is_none() {
+                    return Err(format!("no image named {image}; import it first"));
+                }
+                store.upsert_client(mac, &name, ip.octets(), &image, None).map(|r| json!({ "seq": r.seq })).map_err(|e| e.to_string())
+            })(),
+            Request::ClientList {} => Ok(json!(store
+                .state()
+                .clients
+                .iter()
+                .map(|(mac, c)| json!({ "name": c.name, "mac": mac_text(mac), "ip": std::net::Ipv4Addr::from(c.ipv4).to_string(), "image": c.image, "exceptions": c.exceptions.is_some() }))
+                .collect::<Vec<_>>())),
+            Request::ClientRemove { name } => {
+                let mac = store.state().clients.iter().find(|(_, c)| c.name == name).map(|(mac, _)| *mac);
+                match mac {
+                    Some(mac) => store.remove_client(mac).map(|r| json!({ "seq": r.seq })).map_err(|e| e.to_string()),
+                    None => Err(format!("no client named {name}")),
+                }
+            }
+            other => Err(format!("{other:?} is not supported by this node yet")),
+        };
+        match result {
+            Ok(data) => Response::ok(data),
+            Err(message) => Response::error(message),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fence this node uses: the configured command, or none (witness and
+/// unsafe modes never fence).
+pub fn fence_for(config: &ClusterConfig) -> NodeFence {
+    match &config.quorum {
+        QuorumMode::Fencing(fencing) => NodeFence(Some(ironroot_cluster::CommandFence::new(fencing.command.clone()))),
+        QuorumMode::Witness { .. } | QuorumMode::Unsafe => NodeFence(None),
+    }
+}
+
+/// The configured fencing command; without one every request is refused
+/// (witness and unsafe modes never fence).
+pub struct NodeFence(Option<ironroot_cluster::CommandFence>);
+
+impl ironroot_cluster::Fence for NodeFence {
+    fn fence(&self, node: &str) -> BoxFuture<'_, Result<(), ironroot_cluster::driver::FenceError>> {
+        match &self.0 {
+            Some(command) => command.fence(node),
+            None => {
+                let node = node.to_owned();
+                Box::pin(async move { Err(ironroot_cluster::driver::FenceError::Refused(node)) })
+            }
+        }
+    }
+}
+
+/// Metrics of the node.
+pub fn samples(state: &NodeState) -> Vec<Sample> {
+    let status = state.status();
+    let mut samples: Vec<Sample> = ["starting", "standby", "promoting", "active", "stopping", "outdated", "maintenance"]
+        .iter()
+        .map(|role| Sample::gauge("ironroot_role", "Cluster role of this node (1 = current).", f64::from(u8::from(status.role == *role))).label("role", *role))
+        .collect();
+    samples.push(Sample::gauge("ironroot_peer_alive", "Whether heartbeats from the peer arrive.", f64::from(u8::from(status.peer == "alive"))));
+    samples.push(Sample::counter("ironroot_failovers_total", "Times this node became active.", status.failovers));
+    let store = state.store.read().unwrap_or_else(|p| p.into_inner());
+    samples.push(Sample::gauge("ironroot_store_last_seq", "Last journal entry applied.", store.state().last_seq() as f64));
+    samples.push(Sample::gauge("ironroot_clients", "Clients in the registry.", store.state().clients.len() as f64));
+    samples
+}

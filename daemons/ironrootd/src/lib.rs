@@ -1,0 +1,30 @@
+//! `ironrootd`: the node daemon. One process per control node (role
+//! `node`) composes the cluster manager, the replicated store and the NFS,
+//! TFTP and DHCP services; a third machine may run the `witness` role. It
+//! also serves the admin API (for the `ironroot` CLI) and Prometheus metrics.
+//!
+//! It must never serve a client while another node may be active: the
+//! services are resources the cluster manager starts and stops in order.
+
+pub mod admin;
+pub mod config;
+pub mod handler;
+pub mod metrics;
+pub mod node;
+pub mod services;
+pub mod storefs;
+pub mod witness;
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}

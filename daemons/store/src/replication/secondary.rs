@@ -1,0 +1,232 @@
+//! The secondary side of replication: answers offers, stores objects, and
+//! acknowledges an entry only once it is durable here.
+
+use std::collections::VecDeque;
+
+use ironroot_net::Instant;
+
+use super::primary::{count_changes, hello};
+use super::wire::{
+    decode_message, encode_message, Divergence, Message, RefuseReason, MESSAGE_LEN_MAX,
+    OFFER_IDS_MAX, WIRE_VERSION,
+};
+use super::{Event, ReplicationConfig, ReplicationMetrics};
+use crate::state::last_common_seq;
+use crate::store::Store;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    Down,
+    AwaitHello,
+    Ready,
+    Closed,
+}
+
+/// The secondary's replication state machine.
+pub struct ReplicationSecondary {
+    config: ReplicationConfig,
+    link: Link,
+    input: Vec<u8>,
+    transmit: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    metrics: ReplicationMetrics,
+}
+
+impl ReplicationSecondary {
+    pub fn new(config: ReplicationConfig) -> ReplicationSecondary {
+        ReplicationSecondary {
+            config,
+            link: Link::Down,
+            input: Vec::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            metrics: ReplicationMetrics::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> ReplicationMetrics {
+        self.metrics
+    }
+
+    fn send(&mut self, message: &Message) {
+        self.transmit.push_back(encode_message(message));
+    }
+
+    pub fn handle_connected(&mut self, _now: Instant, store: &Store) {
+        self.link = Link::AwaitHello;
+        self.input.clear();
+        self.transmit.clear();
+        let hello = hello(self.config.node, store);
+        self.send(&Message::Hello(hello));
+    }
+
+    pub fn handle_disconnected(&mut self, _now: Instant) {
+        self.link = Link::Down;
+        self.input.clear();
+        self.transmit.clear();
+    }
+
+    /// Bytes from the primary.
+    pub fn handle_bytes(&mut self, now: Instant, store: &mut Store, bytes: &[u8]) {
+        if matches!(self.link, Link::Down | Link::Closed) {
+            return;
+        }
+        if self.input.len() + bytes.len() > MESSAGE_LEN_MAX + 4 {
+            return self.refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation);
+        }
+        self.input.extend_from_slice(bytes);
+        loop {
+            match decode_message(&self.input) {
+                Ok(Some((message, used))) => {
+                    self.input.drain(..used);
+                    self.handle_message(now, store, message);
+                    if matches!(self.link, Link::Down | Link::Closed) {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    self.metrics.malformed_messages += 1;
+                    return self.refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation);
+                }
+            }
+        }
+    }
+
+    fn refuse(&mut self, reason: RefuseReason, event: Event) {
+        if event == Event::ProtocolViolation {
+            self.metrics.unexpected_messages += 1;
+        }
+        self.send(&Message::Refused { reason });
+        self.events.push_back(event);
+        self.link = Link::Closed;
+    }
+
+    fn handle_message(&mut self, _now: Instant, store: &mut Store, message: Message) {
+        match (self.link, message) {
+            (Link::AwaitHello, Message::Hello(peer)) => self.handle_hello(store, &peer),
+            (Link::Ready, Message::Truncate { seq }) => self.handle_truncate(store, seq),
+            (Link::Ready, Message::Offer { ids }) => {
+                if ids.len() > OFFER_IDS_MAX {
+                    return self.refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation);
+                }
+                let lacking = ids
+                    .into_iter()
+                    .filter(|id| !store.objects().contains(id))
+                    .collect();
+                self.send(&Message::Lacking { ids: lacking });
+            }
+            (Link::Ready, Message::Objects { objects }) => {
+                for (id, kind, bytes) in objects {
+                    if store.objects_mut().put_verified(id, kind, &bytes).is_err() {
+                        self.metrics.corrupt_objects += 1;
+                        return self.refuse(
+                            RefuseReason::CorruptObject,
+                            Event::Refused {
+                                reason: RefuseReason::CorruptObject,
+                            },
+                        );
+                    }
+                }
+            }
+            (Link::Ready, Message::Entry { record }) => {
+                let seq = record.seq;
+                let duplicate = store.state().last_seq() >= seq
+                    && store.state().epoch_of(seq) == Some(record.epoch);
+                if !duplicate && store.apply_replicated(&record).is_err() {
+                    return self.refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation);
+                }
+                self.send(&Message::Ack { seq });
+            }
+            (Link::Ready, Message::Snapshot { bytes }) => match store.install_snapshot(&bytes) {
+                Ok(()) => {
+                    let seq = store.state().last_seq();
+                    self.send(&Message::Ack { seq });
+                }
+                Err(_) => self.refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation),
+            },
+            (_, Message::VersionRefused { supported }) => {
+                self.events.push_back(Event::VersionMismatch {
+                    local: WIRE_VERSION,
+                    peer: supported,
+                });
+                self.link = Link::Closed;
+            }
+            (_, Message::Refused { reason }) => {
+                self.events.push_back(Event::Refused { reason });
+                self.link = Link::Closed;
+            }
+            _ => self.refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation),
+        }
+    }
+
+    /// The primary's hello: check the version, then tell it how this
+    /// side's history relates to its own.
+    fn handle_hello(&mut self, store: &Store, peer: &super::wire::Hello) {
+        if peer.wire_version != WIRE_VERSION {
+            self.send(&Message::VersionRefused {
+                supported: WIRE_VERSION,
+            });
+            self.events.push_back(Event::VersionMismatch {
+                local: WIRE_VERSION,
+                peer: peer.wire_version,
+            });
+            self.link = Link::Closed;
+            return;
+        }
+        let state = store.state();
+        let common = last_common_seq(
+            &state.epochs,
+            state.last_seq(),
+            &peer.epochs,
+            peer.last.map_or(0, |l| l.seq),
+        );
+        let divergence = Divergence {
+            common_seq: common,
+            entries_after: state.last_seq() - common,
+            changes_after: count_changes(store, common),
+            first_epoch_after: state.epoch_of(common + 1),
+        };
+        self.events.push_back(Event::Connected {
+            peer_node: peer.node,
+        });
+        self.send(&Message::Divergence(divergence));
+        self.link = Link::Ready;
+    }
+
+    /// This side lost a split brain: keep its divergent generations as
+    /// branches, then go back to the common entry (or wait for the
+    /// snapshot the primary sends when the journal cannot go back).
+    fn handle_truncate(&mut self, store: &mut Store, seq: u64) {
+        if seq >= store.state().last_seq() {
+            return;
+        }
+        let branches = match store.preserve_branches_after(seq) {
+            Ok(branches) => branches,
+            Err(_) => {
+                return self.refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation)
+            }
+        };
+        if store.truncate_after(seq).is_err() {
+            return self.refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation);
+        }
+        self.events.push_back(Event::DiscardedDivergence {
+            common_seq: seq,
+            branches,
+        });
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmit.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The secondary waits on nothing of its own; the primary's silence is
+    /// the cluster manager's business.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}

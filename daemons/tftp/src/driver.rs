@@ -1,0 +1,194 @@
+//! The async driver: moves datagrams between the seam's sockets and the
+//! sans-IO [`Server`] and [`Transfer`] machines. The listener answers
+//! requests on the TFTP port; every transfer runs on its own ephemeral
+//! socket (a new TID, RFC 1350 §4) and every reply leaves from the address
+//! the client sent its request to (the VIP).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use ironroot_net::{RecvMeta, Runtime, UdpBind, UdpSocket};
+use tokio::task::JoinSet;
+
+use crate::server::{unknown_tid_reply, Decision, Server, Ticket};
+use crate::source::FileSource;
+use crate::transfer::Transfer;
+use crate::wire::{ErrorCode, PACKET_LEN_MAX};
+
+/// Consecutive receive errors after which the listener gives up.
+pub const RECV_ERRORS_MAX: u32 = 100;
+/// Receive buffer of a transfer socket: ACKs and ERRORs are small; a longer
+/// datagram is cut, which the decoder handles.
+const TRANSFER_RECV_LEN_MAX: usize = 1024;
+
+/// Bind the request listener at the configured address.
+pub async fn bind<R: Runtime, S: FileSource>(rt: &R, server: &Server<S>) -> io::Result<R::Udp> {
+    rt.bind_udp(UdpBind {
+        addr: server.config().listen,
+        broadcast: false,
+        device: None,
+    })
+    .await
+}
+
+/// Serve requests arriving on `listener` until an unrecoverable socket
+/// error. Transfers run as tasks owned by this future: dropping it (or
+/// aborting its task) stops them all.
+pub async fn run<R: Runtime, S: FileSource>(
+    rt: R,
+    server: Arc<Server<S>>,
+    listener: R::Udp,
+) -> io::Result<()> {
+    let mut transfers = JoinSet::new();
+    // One byte over the largest packet, so an oversized datagram is seen
+    // as such rather than silently cut to a valid length.
+    let mut buf = vec![0u8; PACKET_LEN_MAX + 1];
+    let mut recv_errors = 0u32;
+    loop {
+        let received = tokio::select! {
+            biased;
+            Some(_) = transfers.join_next(), if !transfers.is_empty() => continue,
+            received = listener.recv_from(&mut buf) => received,
+        };
+        let meta = match received {
+            Ok(meta) => {
+                recv_errors = 0;
+                meta
+            }
+            Err(err) => {
+                recv_errors += 1;
+                tracing::warn!(error = %err, "tftp listener receive failed");
+                if recv_errors >= RECV_ERRORS_MAX {
+                    return Err(err);
+                }
+                continue;
+            }
+        };
+        let datagram = buf.get(..meta.len).unwrap_or_default();
+        match server.handle_request(rt.now(), meta.peer, datagram) {
+            Decision::Start { transfer, ticket } => {
+                let task = run_transfer(rt.clone(), server.clone(), transfer, ticket, meta);
+                transfers.spawn(task);
+            }
+            Decision::Refuse { reply } => {
+                if send(&listener, &reply, meta.peer, meta.local)
+                    .await
+                    .is_err()
+                {
+                    bump_send_error(&server);
+                }
+            }
+            Decision::Drop => {}
+        }
+    }
+}
+
+fn bump_send_error<S: FileSource>(server: &Server<S>) {
+    server
+        .counters()
+        .send_errors
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn usable_source(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => !(ip.is_broadcast() || ip.is_multicast() || ip.is_unspecified()),
+        IpAddr::V6(ip) => !(ip.is_multicast() || ip.is_unspecified()),
+    }
+}
+
+/// Send from the address the client used, unless that was a broadcast or
+/// multicast address, which cannot be a source.
+async fn send<U: UdpSocket>(
+    socket: &U,
+    buf: &[u8],
+    to: SocketAddr,
+    from: IpAddr,
+) -> io::Result<usize> {
+    if usable_source(from) {
+        socket.send_from(buf, to, from).await
+    } else {
+        socket.send_to(buf, to).await
+    }
+}
+
+async fn run_transfer<R: Runtime, S: FileSource>(
+    rt: R,
+    server: Arc<Server<S>>,
+    mut transfer: Box<Transfer>,
+    ticket: Ticket,
+    request: RecvMeta,
+) {
+    // Bound to the address the client used, so nothing else reaches the
+    // transfer's TID; IP_FREEBIND keeps this valid while the VIP moves.
+    let bind = if usable_source(request.local) {
+        UdpBind {
+            addr: SocketAddr::new(request.local, 0),
+            broadcast: false,
+            device: None,
+        }
+    } else {
+        UdpBind::any(0)
+    };
+    match rt.bind_udp(bind).await {
+        Ok(socket) => drive(&rt, &server, &mut transfer, &socket, request).await,
+        Err(err) => {
+            tracing::warn!(error = %err, "binding a tftp transfer socket failed");
+            transfer.abort(ErrorCode::NotDefined, "server error");
+        }
+    }
+    server.record_outcome(transfer.outcome(), transfer.stats());
+    drop(ticket);
+}
+
+async fn drive<R: Runtime, S: FileSource>(
+    rt: &R,
+    server: &Server<S>,
+    transfer: &mut Transfer,
+    socket: &R::Udp,
+    request: RecvMeta,
+) {
+    let client = request.peer;
+    let mut out = Vec::with_capacity(PACKET_LEN_MAX);
+    let mut buf = vec![0u8; TRANSFER_RECV_LEN_MAX];
+    let mut recv_errors = 0u32;
+    loop {
+        while transfer.poll_transmit(&mut out) {
+            if send(socket, &out, client, request.local).await.is_err() {
+                bump_send_error(server);
+            }
+        }
+        let Some(deadline) = transfer.poll_timeout() else {
+            return;
+        };
+        tokio::select! {
+            biased;
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(meta) if meta.peer == client => {
+                    recv_errors = 0;
+                    let datagram = buf.get(..meta.len).unwrap_or_default();
+                    transfer.handle_datagram(rt.now(), datagram);
+                }
+                Ok(meta) => {
+                    server.counters().unknown_tid.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    unknown_tid_reply(&mut out);
+                    if send(socket, &out, meta.peer, request.local).await.is_err() {
+                        bump_send_error(server);
+                    }
+                }
+                // A receive error on a transfer socket (an ICMP error
+                // reported late) is not the client's answer: wait on, but
+                // not forever.
+                Err(err) => {
+                    recv_errors += 1;
+                    if recv_errors >= RECV_ERRORS_MAX {
+                        tracing::warn!(error = %err, "tftp transfer socket keeps failing");
+                        transfer.abort(ErrorCode::NotDefined, "server error");
+                    }
+                }
+            },
+            () = rt.sleep_until(deadline) => transfer.handle_timeout(rt.now()),
+        }
+    }
+}
