@@ -1,7 +1,7 @@
 //! The server side a lab boots its clients from. Pluggable: the baseline
 //! made of peers runs today; the ironroot side (two `ironrootd` nodes and a
 //! witness, each in its own namespace) is a typed variant that refuses
-//! until that daemon can serve.
+//! until the lab drives that daemon.
 
 use std::path::{Path, PathBuf};
 
@@ -23,9 +23,9 @@ pub enum ServerKind {
 }
 
 /// Why the ironroot server side cannot run yet.
-pub const IRONROOT_UNAVAILABLE: &str =
-    "the lab starts two ironrootd nodes and a witness in their own \
-     namespaces, and ironrootd cannot serve DHCP/TFTP/NFS yet; use --server baseline";
+pub const IRONROOT_UNAVAILABLE: &str = "the lab does not drive ironrootd yet (two nodes and a \
+     witness in their own namespaces from a generated config, the client root and kernel imported \
+     through the admin API); use --server baseline";
 
 impl ServerKind {
     /// Whether this server side can be started at all, before any

@@ -3,7 +3,7 @@
 //! and L2 segment; the VIP owner is read from the segment, not from what the
 //! nodes believe.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,21 +76,33 @@ fn add_node(sim: &mut turmoil::Sim<'_>, name: &'static str, segment: &Segment, e
     let (segment, events) = (segment.clone(), events.clone());
     let incarnations = MemoryIncarnationStore::new();
     sim.host(name, move || {
-        let (segment, events, incarnations) = (segment.clone(), events.clone(), incarnations.clone());
+        let (segment, events, incarnations) =
+            (segment.clone(), events.clone(), incarnations.clone());
         async move {
             let rt = SimRuntime::start(segment, name, 1).await?;
             let config = cluster_file().validate(name)?;
             let resources: Vec<Box<dyn Resource>> = ["store", "nfs", "tftp", "dhcp"]
                 .into_iter()
-                .map(|n| Box::new(Service { name: n, rt: rt.clone() }) as Box<dyn Resource>)
+                .map(|n| {
+                    Box::new(Service {
+                        name: n,
+                        rt: rt.clone(),
+                    }) as Box<dyn Resource>
+                })
                 .collect();
             let (tx, mut rx) = mpsc::channel(1024);
             tokio::spawn(async move {
                 while let Some(event) = rx.recv().await {
-                    events.lock().unwrap_or_else(|p| p.into_inner()).push((name.to_string(), event));
+                    events
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((name.to_string(), event));
                 }
             });
-            let hooks = Hooks { events: Some(tx), admin: None };
+            let hooks = Hooks {
+                events: Some(tx),
+                admin: None,
+            };
             let fence = SimFence::new(|_| false);
             run_node(rt, config, incarnations, resources, fence, hooks).await?;
             Ok(())
@@ -102,7 +114,16 @@ fn became_active(events: &Events, host: &str) -> Option<Instant> {
     let events = events.lock().unwrap_or_else(|p| p.into_inner());
     events
         .iter()
-        .filter(|(h, e)| h == host && matches!(e.kind, EventKind::StateChanged { to: Role::Active, .. }))
+        .filter(|(h, e)| {
+            h == host
+                && matches!(
+                    e.kind,
+                    EventKind::StateChanged {
+                        to: Role::Active,
+                        ..
+                    }
+                )
+        })
         .map(|(_, e)| e.at)
         .next_back()
 }
@@ -130,34 +151,72 @@ fn host_death_of_the_active_node_moves_the_vip_once() {
             Ok(())
         }
     });
-    let now = || Instant::from_origin(turmoil::sim_elapsed().unwrap_or_default());
     let mut dual = Vec::new();
-    let mut step_until = |sim: &mut turmoil::Sim<'_>, until: Duration, dual: &mut Vec<Instant>| {
-        while turmoil::sim_elapsed().unwrap_or_default() < until {
+    let step_until = |sim: &mut turmoil::Sim<'_>, until: Duration, dual: &mut Vec<Instant>| {
+        while sim.elapsed() < until {
             sim.step().expect("simulation step");
-            if segment.holders(VIP, now()).len() > 1 {
-                dual.push(now());
+            let now = Instant::from_origin(sim.elapsed());
+            if segment.holders(VIP, now).len() > 1 {
+                dual.push(now);
             }
         }
     };
     step_until(&mut sim, Duration::from_secs(4), &mut dual);
-    let a_ip = IpAddr::V4(match turmoil::lookup("a") {
-        IpAddr::V4(v4) => v4,
-        IpAddr::V6(_) => panic!("IPv4 only"),
-    });
-    assert_eq!(segment.holders(VIP, now()), vec![a_ip], "a (lower id) owns the VIP after cold start");
+    let a_ip = sim.lookup("a");
+    let now = Instant::from_origin(sim.elapsed());
+    assert_eq!(
+        segment.holders(VIP, now),
+        vec![a_ip],
+        "a (lower id) owns the VIP after cold start"
+    );
     // Host death: software gone, links cut, kernel addresses gone.
-    let died = now();
+    let died = now;
     sim.crash("a");
     sim.partition("a", "b");
     sim.partition("a", "w");
     segment.host_died(a_ip, died);
     step_until(&mut sim, Duration::from_secs(8), &mut dual);
-    let holders = segment.holders(VIP, now());
-    assert_eq!(holders.len(), 1, "b owns the VIP: {holders:?}");
-    assert_ne!(holders, vec![a_ip]);
+    let holders = segment.holders(VIP, Instant::from_origin(sim.elapsed()));
+    assert_eq!(holders, vec![sim.lookup("b")], "b owns the VIP");
     assert!(dual.is_empty(), "two VIP holders at {dual:?}");
     let failover = became_active(&events, "b").expect("b became active") - died;
-    assert!(failover <= Duration::from_millis(800), "failover {failover:?} > dead time + 300 ms");
+    assert!(
+        failover <= Duration::from_millis(800),
+        "failover {failover:?} > dead time + 300 ms"
+    );
     eprintln!("failover after host death: {failover:?}");
+}
+
+mod command_fence {
+    use std::time::Duration;
+
+    use ironroot_cluster::driver::{CommandFence, Fence, FenceError};
+    use ironroot_net::tokio_backend::TokioRuntime;
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn success_failure_and_node_substitution() {
+        let ok = CommandFence::new(argv(&["sh", "-c", "test \"$0\" = b", "{node}"]));
+        assert!(ok.fence("b").await.is_ok());
+        assert!(matches!(ok.fence("a").await, Err(FenceError::Exit(_))));
+        let missing = CommandFence::new(argv(&["/nonexistent/power-switch"]));
+        assert!(matches!(
+            missing.fence("b").await,
+            Err(FenceError::Spawn { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_hung_command_is_bounded_by_the_timeout() {
+        let rt = TokioRuntime::with_seed(1);
+        let hung = CommandFence::new(argv(&["sleep", "30"]));
+        let result = ironroot_net::timeout(&rt, Duration::from_millis(100), hung.fence("b")).await;
+        assert!(
+            result.is_err(),
+            "timed out, and the child is killed on drop"
+        );
+    }
 }

@@ -19,6 +19,8 @@ pub struct IronrootFile {
     #[serde(default)]
     pub tftp: ironroot_tftp::TftpConfig,
     #[serde(default)]
+    pub boot: BootSection,
+    #[serde(default)]
     pub admin: AdminSection,
     #[serde(default)]
     pub metrics: MetricsSection,
@@ -60,6 +62,14 @@ impl Default for NfsSection {
             handle_key_file: PathBuf::from("/etc/ironroot/handle.key"),
         }
     }
+}
+
+/// What the generated boot configs add for every client.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootSection {
+    /// Extra kernel command-line arguments (e.g. `no-timer-check`).
+    pub kernel_extra: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -115,6 +125,7 @@ pub struct NodeSettings {
     pub handle_key: [u8; 32],
     pub dhcp: ironroot_dhcp::Config,
     pub tftp: ironroot_tftp::Config,
+    pub boot_extra: Vec<String>,
     pub admin: AdminSection,
     pub metrics: MetricsSection,
     pub log: LogSection,
@@ -178,6 +189,7 @@ impl IronrootFile {
             handle_key,
             dhcp: self.dhcp.clone(),
             tftp,
+            boot_extra: self.boot.kernel_extra.clone(),
             admin: self.admin.clone(),
             metrics: self.metrics.clone(),
             log: self.log.clone(),

@@ -7,6 +7,7 @@
 //! services are resources the cluster manager starts and stops in order.
 
 pub mod admin;
+pub mod bootfiles;
 pub mod config;
 pub mod handler;
 pub mod metrics;

@@ -102,10 +102,16 @@ fn nfs_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore) 
     )
 }
 
-fn tftp_service(rt: &TokioRuntime, settings: &NodeSettings) -> anyhow::Result<Service> {
+fn tftp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore) -> anyhow::Result<Service> {
     let tree = settings.store.dir.join("boot");
     std::fs::create_dir_all(&tree).with_context(|| format!("boot tree {}", tree.display()))?;
-    let source = ironroot_tftp::source::DirSource::new(&tree).with_context(|| format!("boot tree {}", tree.display()))?;
+    let tree_source = ironroot_tftp::source::DirSource::new(&tree).with_context(|| format!("boot tree {}", tree.display()))?;
+    let generated = crate::bootfiles::ClientConfigs {
+        store: Arc::clone(store),
+        vip: settings.cluster.vip.addr,
+        extra: settings.boot_extra.clone(),
+    };
+    let source = ironroot_tftp::source::WithGenerated { generated, tree: tree_source };
     let server = ironroot_tftp::Server::new(settings.tftp, source);
     let rt = rt.clone();
     Ok(Service::new(
@@ -184,7 +190,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let resources: Vec<Box<dyn Resource>> = vec![
         Box::new(StoreResource::new(Arc::clone(&store), u32::from(settings.cluster.local.id.0), promoted)),
         Box::new(nfs_service(&rt, &settings, &store)),
-        Box::new(tftp_service(&rt, &settings)?),
+        Box::new(tftp_service(&rt, &settings, &store)?),
         Box::new(dhcp_service(&rt, &settings, &store)),
     ];
     let (events_tx, events_rx) = mpsc::channel(1024);

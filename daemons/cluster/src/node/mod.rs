@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ironroot_net::Instant;
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, QuorumMode};
 use crate::wire::{NodeId, ReplayGuard, Role};
 
 /// Pending outbound packets at most; more are dropped and counted.
@@ -456,6 +456,10 @@ impl Node {
             candidates.push(self.started_at + timing.initial_dead);
         }
         candidates.extend(self.quorum_lapse_at());
+        candidates.extend(self.vote_promised_until);
+        if let (QuorumMode::Fencing(fencing), Some(peer)) = (&self.config.quorum, self.peer) {
+            candidates.push(peer.heard_at + timing.dead + fencing.standby_delay);
+        }
         // The heartbeat deadline always moves forward when handled.
         let later = candidates.into_iter().filter(|at| *at > self.last_input_at);
         later.fold(self.next_heartbeat_at, Instant::min)

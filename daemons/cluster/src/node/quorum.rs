@@ -223,7 +223,8 @@ impl Node {
             // The peer may count this vote until one dead time after it sent
             // the heartbeat we echo; we received that heartbeat later.
             let until = peer.heard_at + self.config.timing.dead;
-            self.vote_promised_until = Some(self.vote_promised_until.map_or(until, |u| u.max(until)));
+            self.vote_promised_until =
+                Some(self.vote_promised_until.map_or(until, |u| u.max(until)));
         }
         let heartbeat = Heartbeat {
             incarnation: self.incarnation,

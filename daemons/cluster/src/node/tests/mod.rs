@@ -436,46 +436,32 @@ fn every_resource_in_the_world_is_known() {
 
 /// Random faults over many seeds: never two VIP holders with quorum or
 /// fencing configured, and once every fault heals, exactly one active.
+/// `IRONROOT_CLUSTER_SEEDS=3000` sweeps more seeds; `IRONROOT_CLUSTER_SEED=N`
+/// replays one seed and prints its trace.
 #[test]
 fn random_faults_never_give_two_vip_holders() {
-    use rand::Rng;
-    // More seeds for a long sweep: IRONROOT_CLUSTER_SEEDS=2000.
-    let seeds: u64 = std::env::var("IRONROOT_CLUSTER_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let only = env("IRONROOT_CLUSTER_SEED");
+    let seeds = only.map_or(0..env("IRONROOT_CLUSTER_SEEDS").unwrap_or(40), |s| s..s + 1);
     for mode in [Mode::Witness, Mode::Fencing] {
-        for seed in 0..seeds {
-            let only = std::env::var("IRONROOT_CLUSTER_SEED").ok().and_then(|s| s.parse::<u64>().ok());
-            if only.is_some_and(|o| o != seed) {
-                continue;
-            }
+        for seed in seeds.clone() {
             let mut w = World::new(mode);
             w.seed(seed);
             w.start(A);
             w.start(B);
             let mut rng = ironroot_net::derive_rng(seed, "faults");
             for _ in 0..30 {
-                let host = rng.gen_range(0..2);
-                match rng.gen_range(0..9) {
-                    0 => w.peer_link_cut = !w.peer_link_cut,
-                    1 => w.witness_cut[host] = !w.witness_cut[host],
-                    2 if w.nodes[host].is_some() => w.kill_daemon(host),
-                    3 if w.nodes[host].is_some() => w.power_off(host),
-                    4 | 5 if w.nodes[host].is_none() => w.start(host),
-                    6 => w.loss_percent = rng.gen_range(0..40),
-                    7 if w.nodes[host].is_some() => w.admin(host, Admin::Switchover),
-                    _ => {}
-                }
-                if only.is_some() {
-                    eprintln!("{} fault: peer_cut {} witness_cut {:?} loss {} nodes {:?}", w.now, w.peer_link_cut, w.witness_cut, w.loss_percent, [w.role(A), w.role(B)]);
-                }
+                random_fault(&mut w, &mut rng);
                 let mark = w.events.len();
-                w.run_for(ms(rng.gen_range(50..1500)));
+                w.run_for(ms(rand::Rng::gen_range(&mut rng, 50..1500)));
                 if only.is_some() {
-                    for e in &w.events[mark..] { if !matches!(e.kind, EventKind::Dropped{..} | EventKind::LeaseGranted{..}) { eprintln!("{} {} {:?}", e.at, e.node, e.kind); } }
+                    print_trace(&w, mark);
                 }
-                assert!(w.dual_vip_at.is_empty(), "{mode:?} seed {seed}: two VIP holders at {:?}", w.dual_vip_at);
+                let dual = &w.dual_vip_at;
+                assert!(
+                    dual.is_empty(),
+                    "{mode:?} seed {seed}: two VIP holders at {dual:?}"
+                );
             }
             w.peer_link_cut = false;
             w.witness_cut = [false, false];
@@ -486,9 +472,43 @@ fn random_faults_never_give_two_vip_holders() {
                 }
             }
             w.run_for(ms(10_000));
-            assert!(w.dual_vip_at.is_empty(), "{mode:?} seed {seed}: two VIP holders at {:?}", w.dual_vip_at);
-            assert_eq!(w.active_hosts().len(), 1, "{mode:?} seed {seed}: {:?} {:?}", w.role(A), w.role(B));
+            let dual = &w.dual_vip_at;
+            assert!(
+                dual.is_empty(),
+                "{mode:?} seed {seed}: two VIP holders at {dual:?}"
+            );
+            let roles = [w.role(A), w.role(B)];
+            assert_eq!(w.active_hosts().len(), 1, "{mode:?} seed {seed}: {roles:?}");
             assert_eq!(w.vip_holders(), w.active_hosts(), "{mode:?} seed {seed}");
+        }
+    }
+}
+
+fn random_fault(w: &mut World, rng: &mut rand_chacha::ChaCha8Rng) {
+    use rand::Rng;
+    let host = rng.gen_range(0..2);
+    match rng.gen_range(0..9) {
+        0 => w.peer_link_cut = !w.peer_link_cut,
+        1 => w.witness_cut[host] = !w.witness_cut[host],
+        2 if w.nodes[host].is_some() => w.kill_daemon(host),
+        3 if w.nodes[host].is_some() => w.power_off(host),
+        4 | 5 if w.nodes[host].is_none() => w.start(host),
+        6 => w.loss_percent = rng.gen_range(0..40),
+        7 if w.nodes[host].is_some() => w.admin(host, Admin::Switchover),
+        _ => {}
+    }
+}
+
+fn print_trace(w: &World, mark: usize) {
+    let roles = [w.role(A), w.role(B)];
+    let (cut, witness_cut, loss) = (w.peer_link_cut, w.witness_cut, w.loss_percent);
+    eprintln!("fault: peer cut {cut} witness cut {witness_cut:?} loss {loss}% roles {roles:?}");
+    for e in &w.events[mark..] {
+        if !matches!(
+            e.kind,
+            EventKind::Dropped { .. } | EventKind::LeaseGranted { .. }
+        ) {
+            eprintln!("{} {} {:?}", e.at, e.node, e.kind);
         }
     }
 }
@@ -511,6 +531,11 @@ fn failover_after_host_death_stays_within_budget_at_every_phase() {
         }
         // Witness: until a's lease (600 ms) runs out; fencing: dead time +
         // standby delay + fence; plus four 10 ms resource starts.
-        assert!(worst <= ms(800), "{mode:?}: worst failover {worst:?}");
+        let budget = match mode {
+            Mode::Fencing => ms(500 + 300 + 100),
+            _ => ms(800),
+        };
+        assert!(worst <= budget, "{mode:?}: worst failover {worst:?}");
+        eprintln!("{mode:?}: worst failover over 100 phases {worst:?}");
     }
 }

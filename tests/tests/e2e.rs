@@ -1,0 +1,262 @@
+//! End to end in network namespaces: two `ironrootd` nodes and a witness on
+//! one segment, and a client namespace that gets its address by DHCP
+//! (busybox udhcpc), fetches a boot file by TFTP (atftp) and reads its root
+//! by NFS (libnfs) through the VIP. Then the active node dies.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ironroot_tests::{have, is_root, require, wait_for, workspace_bin, Daemon, Netns, Segment};
+
+const VIP: &str = "10.77.0.10";
+const CLIENT_MAC: &str = "52:54:00:00:77:42";
+const CLIENT_IP: &str = "10.77.0.50";
+const KEY: &str = "8d3c0b7e1f2a4d5c6b7a8998a7b6c5d4e3f201f2e3d4c5b6a79881726354a5b6";
+
+fn config(dir: &Path) -> String {
+    format!(
+        r#"
+[cluster]
+cluster_id = 7
+key_hex = "{KEY}"
+[[cluster.nodes]]
+name = "a"
+id = 1
+links = ["10.77.0.1:694"]
+[[cluster.nodes]]
+name = "b"
+id = 2
+links = ["10.77.0.2:694"]
+[cluster.witness]
+addr = "10.77.0.3:695"
+lease_ms = 1500
+[cluster.timing]
+interval_ms = 100
+dead_ms = 1500
+initial_dead_ms = 2000
+[cluster.vip]
+addr = "{VIP}"
+prefix_len = 24
+interface = "eth0"
+lifetime_ms = 1000
+[store]
+dir = "STORE"
+[nfs]
+handle_key_file = "{key}"
+[dhcp]
+vip = "{VIP}"
+subnet_mask = "255.255.255.0"
+[dhcp.boot]
+[admin]
+socket = "ADMIN"
+[metrics]
+listen = "127.0.0.1:9450"
+"#,
+        key = dir.join("handle.key").display()
+    )
+}
+
+struct Node {
+    name: &'static str,
+    host: usize,
+    dir: PathBuf,
+    daemon: Option<Daemon>,
+}
+
+impl Node {
+    fn socket(&self) -> PathBuf {
+        self.dir.join("admin.sock")
+    }
+}
+
+struct Cluster {
+    segment: Segment,
+    nodes: Vec<Node>,
+    witness: Option<Daemon>,
+    client: usize,
+    ironrootd: PathBuf,
+    ironroot: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("handle.key"), "42".repeat(32))?;
+        let mut segment = Segment::new("ire2e")?;
+        let a = segment.add_host("a", Some("10.77.0.1/24"), None)?;
+        let b = segment.add_host("b", Some("10.77.0.2/24"), None)?;
+        let w = segment.add_host("w", Some("10.77.0.3/24"), None)?;
+        let client = segment.add_host("c", None, Some(CLIENT_MAC))?;
+        let ironrootd = workspace_bin("ironrootd")?;
+        let ironroot = workspace_bin("ironroot")?;
+        let template = config(dir.path());
+        let mut nodes = Vec::new();
+        for (name, host) in [("a", a), ("b", b)] {
+            let node_dir = dir.path().join(name);
+            std::fs::create_dir_all(node_dir.join("store/boot"))?;
+            std::fs::write(node_dir.join("store/boot/hello.txt"), "boot file\n")?;
+            let text = template
+                .replace("STORE", &node_dir.join("store").display().to_string())
+                .replace("ADMIN", &node_dir.join("admin.sock").display().to_string());
+            std::fs::write(node_dir.join("ironroot.toml"), text)?;
+            nodes.push(Node { name, host, dir: node_dir, daemon: None });
+        }
+        let mut cluster = Cluster { segment, nodes, witness: None, client, ironrootd, ironroot, _dir: dir };
+        let witness_cfg = cluster.nodes[0].dir.join("ironroot.toml");
+        let witness = Daemon::spawn(
+            cluster.segment.host(w),
+            "witness",
+            &cluster.ironrootd,
+            &["--config", &witness_cfg.display().to_string(), "--role", "witness"],
+            cluster.nodes[0].dir.join("witness.log"),
+        )?;
+        cluster.witness = Some(witness);
+        for i in 0..2 {
+            cluster.start_node(i)?;
+        }
+        Ok(cluster)
+    }
+
+    fn start_node(&mut self, i: usize) -> Result<()> {
+        let node = &self.nodes[i];
+        let config = node.dir.join("ironroot.toml").display().to_string();
+        let log = node.dir.join(format!("{}.log", node.name));
+        let daemon = Daemon::spawn(self.segment.host(node.host), node.name, &self.ironrootd, &["--config", &config, "--node", node.name], log)?;
+        self.nodes[i].daemon = Some(daemon);
+        Ok(())
+    }
+
+    /// `ironroot --json ARGS` against node `i`.
+    fn cli(&self, i: usize, args: &[&str]) -> Result<serde_json::Value> {
+        let socket = self.nodes[i].socket().display().to_string();
+        let mut all = vec!["--socket", socket.as_str(), "--json"];
+        all.extend_from_slice(args);
+        let output = std::process::Command::new(&self.ironroot).args(&all).output()?;
+        serde_json::from_slice(&output.stdout).with_context(|| format!("ironroot {args:?}: {}", String::from_utf8_lossy(&output.stderr)))
+    }
+
+    fn role(&self, i: usize) -> Option<String> {
+        let status = self.cli(i, &["status"]).ok()?;
+        status["data"]["role"].as_str().map(str::to_owned)
+    }
+
+    fn wait_active(&self, candidates: &[usize], limit: Duration) -> Result<usize> {
+        wait_for("an active node", limit, || candidates.iter().copied().find(|i| self.role(*i).as_deref() == Some("active")))
+    }
+
+    fn client(&self) -> &Netns {
+        self.segment.host(self.client)
+    }
+
+    fn nfs_cat(&self, path: &str) -> Result<Vec<u8>> {
+        let url = format!("nfs://{VIP}/{path}?version=3");
+        let output = self.client().output("nfs-cat", &[&url], Duration::from_secs(20))?;
+        if !output.status.success() {
+            bail!("nfs-cat {url}: {}", String::from_utf8_lossy(&output.stderr).trim());
+        }
+        Ok(output.stdout)
+    }
+
+    fn logs(&self) -> String {
+        let mut text = String::new();
+        for node in &self.nodes {
+            if let Some(daemon) = &node.daemon {
+                text += &format!("--- {} ---\n{}\n", node.name, daemon.log_text());
+            }
+        }
+        text
+    }
+}
+
+fn write_image(root: &Path) -> Result<()> {
+    std::fs::create_dir_all(root.join("etc"))?;
+    std::fs::create_dir_all(root.join("bin"))?;
+    std::fs::write(root.join("etc/motd"), "read-only root\n")?;
+    std::fs::copy("/bin/ls", root.join("bin/ls"))?;
+    Ok(())
+}
+
+/// udhcpc prints what the server offered; the script also configures eth0.
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    echo "ip=$ip serverid=$serverid siaddr=$siaddr boot_file=$boot_file"
+    ;;
+esac
+exit 0
+"#;
+
+#[test]
+fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
+    let ready = is_root() && ["udhcpc", "atftp", "nfs-cat"].iter().all(|p| have(p) || (*p == "udhcpc" && have("busybox")));
+    if !require(ready, "needs root, busybox udhcpc, atftp and libnfs-utils")? {
+        return Ok(());
+    }
+    let cluster = Cluster::start()?;
+    let first = cluster.wait_active(&[0, 1], Duration::from_secs(20)).with_context(|| cluster.logs())?;
+
+    let image = cluster._dir.path().join("image");
+    write_image(&image)?;
+    let imported = cluster.cli(first, &["image", "import", "debian", "--from", &image.display().to_string()])?;
+    assert_eq!(imported["ok"], true, "{imported}");
+    let added = cluster.cli(first, &["client", "add", "c1", "--mac", CLIENT_MAC, "--ip", CLIENT_IP, "--image", "debian"])?;
+    assert_eq!(added["ok"], true, "{added}");
+    let standby = 1 - first;
+    let refused = cluster.cli(standby, &["client", "remove", "c1"])?;
+    assert_eq!(refused["ok"], false);
+    let refusal = refused["error"].as_str().unwrap_or_default();
+    assert!(refusal.starts_with("this node is standby; the active node is"), "{refusal}");
+
+    // DHCP: the reservation, with the VIP as server identifier and next-server.
+    let script = cluster._dir.path().join("udhcpc.sh");
+    std::fs::write(&script, UDHCPC_SCRIPT)?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let script = script.display().to_string();
+    let dhcp = cluster.client().output("busybox", &["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", &script], Duration::from_secs(30))?;
+    let dhcp_out = String::from_utf8_lossy(&dhcp.stdout);
+    assert!(dhcp_out.contains(&format!("ip={CLIENT_IP} serverid={VIP} siaddr={VIP}")), "{dhcp_out}\n{}", cluster.logs());
+
+    // TFTP from the VIP.
+    let fetched = cluster._dir.path().join("hello.txt");
+    let tftp = cluster.client().output("atftp", &["-g", "-r", "hello.txt", "-l", &fetched.display().to_string(), VIP], Duration::from_secs(20))?;
+    assert!(tftp.status.success(), "{}", String::from_utf8_lossy(&tftp.stderr));
+    assert_eq!(std::fs::read_to_string(&fetched)?, "boot file\n");
+
+    // NFS through the VIP: the root's files, byte for byte.
+    assert_eq!(cluster.nfs_cat("etc/motd")?, b"read-only root\n");
+    assert_eq!(cluster.nfs_cat("bin/ls")?, std::fs::read("/bin/ls")?);
+    Ok(())
+}
+
+#[test]
+fn after_kill_9_of_the_daemon_the_vip_leaves_within_its_lifetime() -> Result<()> {
+    if !require(is_root(), "needs root for network namespaces")? {
+        return Ok(());
+    }
+    let mut cluster = Cluster::start()?;
+    let first = cluster.wait_active(&[0, 1], Duration::from_secs(20)).with_context(|| cluster.logs())?;
+    let host = cluster.nodes[first].host;
+    let holds_vip = |cluster: &Cluster| {
+        cluster
+            .segment
+            .host(host)
+            .ip(&["-4", "addr", "show", "dev", "eth0"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("inet {VIP}/")))
+            .unwrap_or(false)
+    };
+    wait_for("the VIP on the active node", Duration::from_secs(5), || holds_vip(&cluster).then_some(()))?;
+    let killed = Instant::now();
+    if let Some(daemon) = cluster.nodes[first].daemon.as_mut() {
+        daemon.kill();
+    }
+    // valid_lft is 1 s; the kernel checks lifetimes about once a second.
+    wait_for("the kernel to drop the VIP", Duration::from_secs(4), || (!holds_vip(&cluster)).then_some(()))?;
+    let gone_after = killed.elapsed();
+    let second = cluster.wait_active(&[1 - first], Duration::from_secs(15)).with_context(|| cluster.logs())?;
+    eprintln!("VIP gone from the killed node after {gone_after:?}; node {} active after {:?}", cluster.nodes[second].name, killed.elapsed());
+    Ok(())
+}
