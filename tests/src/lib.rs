@@ -172,12 +172,21 @@ impl Segment {
         &self.hosts[index]
     }
 
-    /// Cut a host's link (its bridge port goes down).
-    pub fn cut(&self, index: usize) -> Result<()> {
+    fn port(&self, index: usize) -> String {
         let name = &self.hosts[index].name;
         let short = name.rsplit('-').next().unwrap_or(name);
-        let outer = format!("{}{}", &short[..short.len().min(6)], index);
-        self.bridge.ip(&["link", "set", &outer, "down"])?;
+        format!("{}{}", &short[..short.len().min(6)], index)
+    }
+
+    /// Cut a host's link (its bridge port goes down).
+    pub fn cut(&self, index: usize) -> Result<()> {
+        self.bridge.ip(&["link", "set", &self.port(index), "down"])?;
+        Ok(())
+    }
+
+    /// Reconnect a host cut by [`Segment::cut`].
+    pub fn repair(&self, index: usize) -> Result<()> {
+        self.bridge.ip(&["link", "set", &self.port(index), "up"])?;
         Ok(())
     }
 }

@@ -229,6 +229,54 @@ fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
     // NFS through the VIP: the root's files, byte for byte.
     assert_eq!(cluster.nfs_cat("etc/motd")?, b"read-only root\n");
     assert_eq!(cluster.nfs_cat("bin/ls")?, std::fs::read("/bin/ls")?);
+
+    // Host death of the active node: every process of its namespace killed
+    // and its link cut. The standby takes over with the replicated image.
+    let mut cluster = cluster;
+    let died = Instant::now();
+    cluster.segment.host(cluster.nodes[first].host).kill_all()?;
+    cluster.segment.cut(cluster.nodes[first].host)?;
+    cluster.nodes[first].daemon = None;
+    cluster.wait_active(&[standby], Duration::from_secs(20)).with_context(|| cluster.logs())?;
+    let served = wait_for("NFS through the VIP after failover", Duration::from_secs(30), || cluster.nfs_cat("etc/motd").ok())?;
+    assert_eq!(served, b"read-only root\n");
+    eprintln!("NFS answered through the VIP {:?} after the host death", died.elapsed());
+    assert_eq!(cluster.nfs_cat("bin/ls")?, std::fs::read("/bin/ls")?);
+    let dhcp = cluster.client().output("busybox", &["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", &script], Duration::from_secs(30))?;
+    let dhcp_out = String::from_utf8_lossy(&dhcp.stdout);
+    assert!(dhcp_out.contains(&format!("ip={CLIENT_IP} serverid={VIP}")), "{dhcp_out}");
+    let status = cluster.cli(standby, &["status"])?;
+    assert_eq!(status["data"]["role"], "active", "{status}");
+    assert_eq!(status["data"]["peer"]["state"], "dead", "{status}");
+    let human = std::process::Command::new(&cluster.ironroot)
+        .args(["--socket", &cluster.nodes[standby].socket().display().to_string(), "status"])
+        .output()?;
+    eprintln!("ironroot status on the survivor:\n{}", String::from_utf8_lossy(&human.stdout));
+
+    // A write while the peer is away, then the old node comes back: it
+    // rejoins as standby and resyncs to the same content.
+    let image2 = cluster._dir.path().join("image2");
+    write_image(&image2)?;
+    std::fs::write(image2.join("etc/motd"), "second generation\n")?;
+    let imported = cluster.cli(standby, &["image", "import", "debian", "--from", &image2.display().to_string()])?;
+    assert_eq!(imported["ok"], true, "{imported}");
+    cluster.segment.repair(cluster.nodes[first].host)?;
+    cluster.start_node(first)?;
+    let hash = |cluster: &Cluster, i: usize| cluster.cli(i, &["status"]).ok().map(|s| s["data"]["store"]["content_hash"].clone());
+    wait_for("the restarted node to resync", Duration::from_secs(30), || {
+        let (a, b) = (hash(&cluster, first)?, hash(&cluster, standby)?);
+        (a == b && cluster.role(first).as_deref() == Some("standby")).then_some(())
+    })
+    .with_context(|| cluster.logs())?;
+
+    // Planned switchover back: the services move, the new generation stays.
+    let moved = Instant::now();
+    let switched = cluster.cli(standby, &["switchover"])?;
+    assert_eq!(switched["ok"], true, "{switched}");
+    cluster.wait_active(&[first], Duration::from_secs(20)).with_context(|| cluster.logs())?;
+    let served = wait_for("NFS after the switchover", Duration::from_secs(30), || cluster.nfs_cat("etc/motd").ok())?;
+    assert_eq!(served, b"second generation\n");
+    eprintln!("switchover: NFS answered from the other node after {:?}", moved.elapsed());
     Ok(())
 }
 

@@ -42,7 +42,7 @@ impl Generated for ClientConfigs {
         let mac = match &wanted {
             Wanted::Ipxe(mac) | Wanted::Pxelinux(mac) => *mac,
         };
-        let store = self.store.read().unwrap_or_else(|p| p.into_inner());
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         let client = store.client_by_mac(&mac.0)?;
         let boot = ClientBoot {
             server: self.vip,

@@ -1,12 +1,12 @@
 //! The admin API's answers on a node, the fencing choice and the metrics
 //! samples.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use ironroot_cluster::{Admin, ClusterConfig, QuorumMode};
 use ironroot_net::resource::BoxFuture;
 use ironroot_store::model::Timestamp;
+use ironroot_store::store::{Store, StoreError};
 use serde_json::json;
 
 use crate::admin::{standby_refusal, Request, Response};
@@ -59,7 +59,7 @@ impl crate::admin::Handler for Handler {
             Request::Status {} => self.status(),
             Request::Switchover {} => self.admin(Admin::Switchover, "switchover requested"),
             Request::Standby { on } => self.admin(Admin::Standby(on), if on { "standby on" } else { "standby off" }),
-            other => self.store_request(other),
+            other => self.store_request(other).await,
         }
     }
 }
@@ -78,7 +78,7 @@ impl Handler {
 
     fn status(&self) -> Response {
         let status = self.state.status();
-        let store = self.state.store.read().unwrap_or_else(|p| p.into_inner());
+        let store = self.state.store.lock().unwrap_or_else(|p| p.into_inner());
         let state = store.state();
         let images: Vec<_> = state
             .refs
@@ -97,63 +97,89 @@ impl Handler {
         }))
     }
 
-    fn store_request(&self, request: Request) -> Response {
-        let mut store = self.state.store.write().unwrap_or_else(|p| p.into_inner());
-        let result: Result<serde_json::Value, String> = match request {
-            Request::ImageImport { name, from } => {
-                let path = Path::new(&from);
-                let message = format!("import from {from}");
-                let record = if path.is_dir() {
-                    store.import_dir(&name, path, now_timestamp(), &message)
-                } else {
-                    match std::fs::File::open(path) {
-                        Ok(file) => store.import_tar(&name, file, now_timestamp(), &message),
-                        Err(error) => return Response::error(format!("{from}: {error}")),
-                    }
-                };
-                record.map(|r| json!({ "seq": r.seq })).map_err(|e| e.to_string())
-            }
-            Request::ImageList {} => Ok(json!(store.state().refs)),
-            Request::ImageLog { name } => Ok(json!(store
-                .state()
+    fn read_request(&self, request: &Request) -> Option<Response> {
+        let store = self.state.store.lock().unwrap_or_else(|p| p.into_inner());
+        let state = store.state();
+        let data = match request {
+            Request::ImageList {} => json!(state.refs),
+            Request::ImageLog { name } => json!(state
                 .generations
                 .values()
-                .filter(|g| g.image == name)
+                .filter(|g| &g.image == name)
                 .map(|g| json!({ "generation": g.id, "parent": g.parent, "time": g.time.secs, "message": g.message }))
-                .collect::<Vec<_>>())),
-            Request::ImageRollback { name, generation } => store
-                .rollback(&name, generation, now_timestamp(), &format!("rollback to {generation}"))
-                .map(|r| json!({ "seq": r.seq }))
-                .map_err(|e| e.to_string()),
-            Request::ClientAdd { name, mac, ip, image } => (|| {
-                let mac = parse_mac(&mac)?;
-                let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| format!("{ip}: not an IPv4 address"))?;
-                if store.state().current(&image).is_none() {
-                    return Err(format!("no image named {image}; import it first"));
-                }
-                store.upsert_client(mac, &name, ip.octets(), &image, None).map(|r| json!({ "seq": r.seq })).map_err(|e| e.to_string())
-            })(),
-            Request::ClientList {} => Ok(json!(store
-                .state()
+                .collect::<Vec<_>>()),
+            Request::ClientList {} => json!(state
                 .clients
                 .iter()
                 .map(|(mac, c)| json!({ "name": c.name, "mac": mac_text(mac), "ip": std::net::Ipv4Addr::from(c.ipv4).to_string(), "image": c.image, "exceptions": c.exceptions.is_some() }))
-                .collect::<Vec<_>>())),
-            Request::ClientRemove { name } => {
-                let mac = store.state().clients.iter().find(|(_, c)| c.name == name).map(|(mac, _)| *mac);
-                match mac {
-                    Some(mac) => store.remove_client(mac).map(|r| json!({ "seq": r.seq })).map_err(|e| e.to_string()),
-                    None => Err(format!("no client named {name}")),
+                .collect::<Vec<_>>()),
+            _ => return None,
+        };
+        Some(Response::ok(data))
+    }
+
+    /// The change a write request makes, checked against the current state.
+    fn write_fn(&self, request: Request) -> Result<WriteFn, String> {
+        let store = self.state.store.lock().unwrap_or_else(|p| p.into_inner());
+        let state = store.state();
+        Ok(match request {
+            Request::ImageImport { name, from } => {
+                let path = std::path::PathBuf::from(&from);
+                if !path.exists() {
+                    return Err(format!("{from}: no such file or directory"));
+                }
+                let message = format!("import from {from}");
+                if path.is_dir() {
+                    Box::new(move |store: &mut Store| store.import_dir(&name, &path, now_timestamp(), &message))
+                } else {
+                    let file = std::fs::File::open(&path).map_err(|e| format!("{from}: {e}"))?;
+                    Box::new(move |store: &mut Store| store.import_tar(&name, file, now_timestamp(), &message))
                 }
             }
-            other => Err(format!("{other:?} is not supported by this node yet")),
+            Request::ImageRollback { name, generation } => Box::new(move |store: &mut Store| {
+                store.rollback(&name, generation, now_timestamp(), &format!("rollback to {generation}"))
+            }),
+            Request::ClientAdd { name, mac, ip, image } => {
+                let mac = parse_mac(&mac)?;
+                let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| format!("{ip}: not an IPv4 address"))?;
+                if state.current(&image).is_none() {
+                    return Err(format!("no image named {image}; import it first"));
+                }
+                if let Some((other, _)) = state.client_by_ipv4(ip.octets()).filter(|(other, _)| *other != mac) {
+                    return Err(format!("{ip} is already the address of {}", mac_text(&other)));
+                }
+                Box::new(move |store: &mut Store| store.upsert_client(mac, &name, ip.octets(), &image, None))
+            }
+            Request::ClientRemove { name } => {
+                let mac = state.clients.iter().find(|(_, c)| c.name == name).map(|(mac, _)| *mac);
+                let mac = mac.ok_or_else(|| format!("no client named {name}"))?;
+                Box::new(move |store: &mut Store| store.remove_client(mac))
+            }
+            other => return Err(format!("{other:?} is not supported by this node yet")),
+        })
+    }
+
+    async fn store_request(&self, request: Request) -> Response {
+        if let Some(response) = self.read_request(&request) {
+            return response;
+        }
+        let write = match self.write_fn(request) {
+            Ok(write) => write,
+            Err(message) => return Response::error(message),
         };
-        match result {
-            Ok(data) => Response::ok(data),
-            Err(message) => Response::error(message),
+        let Some(primary) = self.state.replication.primary() else {
+            return Response::error("this node's store is not primary");
+        };
+        // Acknowledged only once the peer holds the entry durably (or the
+        // peer is recorded Outdated).
+        match primary.write(write).await {
+            Ok(seq) => Response::ok(json!({ "seq": seq })),
+            Err(error) => Response::error(error.to_string()),
         }
     }
 }
+
+type WriteFn = Box<dyn FnOnce(&mut Store) -> Result<ironroot_store::journal::Record, StoreError> + Send>;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -193,7 +219,7 @@ pub fn samples(state: &NodeState) -> Vec<Sample> {
         .collect();
     samples.push(Sample::gauge("ironroot_peer_alive", "Whether heartbeats from the peer arrive.", f64::from(u8::from(status.peer == "alive"))));
     samples.push(Sample::counter("ironroot_failovers_total", "Times this node became active.", status.failovers));
-    let store = state.store.read().unwrap_or_else(|p| p.into_inner());
+    let store = state.store.lock().unwrap_or_else(|p| p.into_inner());
     samples.push(Sample::gauge("ironroot_store_last_seq", "Last journal entry applied.", store.state().last_seq() as f64));
     samples.push(Sample::gauge("ironroot_clients", "Clients in the registry.", store.state().clients.len() as f64));
     samples

@@ -4,7 +4,7 @@
 //! metrics endpoint until SIGTERM.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use ironroot_cluster::{Admin, ClusterEvent, EventKind, FileIncarnationStore, Role};
@@ -16,7 +16,7 @@ use ironroot_store::store::Store;
 use tokio::sync::mpsc;
 
 use crate::config::NodeSettings;
-use crate::services::{Service, StoreResource};
+use crate::services::{Replication, ReplicationSettings, Service, StoreResource};
 use crate::storefs::{SharedStore, StoreFs};
 
 /// What the admin API and metrics read of the running node.
@@ -34,6 +34,7 @@ pub struct NodeStatus {
 pub struct NodeState {
     pub status: Arc<Mutex<NodeStatus>>,
     pub store: SharedStore,
+    pub replication: Replication,
     pub admin: mpsc::Sender<Admin>,
     pub settings: Arc<NodeSettings>,
 }
@@ -49,7 +50,7 @@ pub struct StoreRegistry(pub SharedStore);
 
 impl Registry for StoreRegistry {
     fn lookup(&self, mac: &ironroot_dhcp::Mac) -> Option<Reservation> {
-        let store = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let store = self.0.lock().unwrap_or_else(|p| p.into_inner());
         store.client_by_mac(&mac.0).map(|client| Reservation {
             mac: *mac,
             name: client.name.clone(),
@@ -59,7 +60,7 @@ impl Registry for StoreRegistry {
     }
 
     fn is_reserved(&self, ip: Ipv4Addr) -> bool {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).client_by_ipv4(ip.octets()).is_some()
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).client_by_ipv4(ip.octets()).is_some()
     }
 }
 
@@ -71,7 +72,7 @@ fn open_store(settings: &NodeSettings) -> anyhow::Result<SharedStore> {
     let (store, report) = Store::open(Arc::new(storage))
         .with_context(|| format!("store.dir {}: cannot open the store", settings.store.dir.display()))?;
     tracing::info!(?report, "store opened");
-    Ok(Arc::new(RwLock::new(store)))
+    Ok(Arc::new(Mutex::new(store)))
 }
 
 fn nfs_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore) -> Service {
@@ -186,15 +187,16 @@ pub fn role_name(role: Role) -> &'static str {
 pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let rt = TokioRuntime::new().context("seeding the runtime")?;
     let store = open_store(&settings)?;
-    let promoted = Arc::new(RwLock::new(false));
-    let resources: Vec<Box<dyn Resource>> = vec![
-        Box::new(StoreResource::new(Arc::clone(&store), u32::from(settings.cluster.local.id.0), promoted)),
-        Box::new(nfs_service(&rt, &settings, &store)),
-        Box::new(tftp_service(&rt, &settings, &store)?),
-        Box::new(dhcp_service(&rt, &settings, &store)),
-    ];
-    let (events_tx, events_rx) = mpsc::channel(1024);
-    let (admin_tx, admin_rx) = mpsc::channel(8);
+    let replication = Replication::default();
+    let peer_ip = settings.cluster.peer.links.first().map(|a| a.ip()).context("cluster: the peer has no link")?;
+    let replication_settings = ReplicationSettings {
+        node_id: u32::from(settings.cluster.local.id.0),
+        listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.store.replication_port)),
+        peer: SocketAddr::new(peer_ip, settings.store.replication_port),
+    };
+    crate::services::start_secondary(&rt, &store, &replication, &replication_settings)
+        .await
+        .with_context(|| format!("store.replication_port {}", settings.store.replication_port))?;
     let status = Arc::new(Mutex::new(NodeStatus {
         node: settings.name.clone(),
         role: "starting".to_owned(),
@@ -202,9 +204,21 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         peer: "unknown".to_owned(),
         failovers: 0,
     }));
+    let peer_alive: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let status = Arc::clone(&status);
+        Arc::new(move || status.lock().unwrap_or_else(|p| p.into_inner()).peer == "alive")
+    };
+    let resources: Vec<Box<dyn Resource>> = vec![
+        Box::new(StoreResource::new(rt.clone(), Arc::clone(&store), replication.clone(), replication_settings, peer_alive)),
+        Box::new(nfs_service(&rt, &settings, &store)),
+        Box::new(tftp_service(&rt, &settings, &store)?),
+        Box::new(dhcp_service(&rt, &settings, &store)),
+    ];
+    let (events_tx, events_rx) = mpsc::channel(1024);
+    let (admin_tx, admin_rx) = mpsc::channel(8);
     tokio::spawn(record_events(events_rx, Arc::clone(&status)));
     let settings = Arc::new(settings);
-    let state = NodeState { status, store, admin: admin_tx, settings: Arc::clone(&settings) };
+    let state = NodeState { status, store, replication, admin: admin_tx, settings: Arc::clone(&settings) };
     if let Some(parent) = settings.admin.socket.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("admin.socket {}", parent.display()))?;
     }

@@ -3,10 +3,14 @@
 //! serving task; stop aborts it; monitor reports a task that ended.
 
 use std::io;
-use std::sync::{Arc, RwLock};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use ironroot_net::resource::BoxFuture;
-use ironroot_net::{Health, Resource, ResourceError};
+use ironroot_net::tokio_backend::TokioRuntime;
+use ironroot_net::{Health, Resource, ResourceError, Runtime};
+use ironroot_store::replication::driver::{run_secondary, spawn_primary, DriverConfig, PrimaryHandle};
+use ironroot_store::replication::{ReplicationConfig, ReplicationPrimary, ReplicationSecondary};
 
 use crate::storefs::SharedStore;
 
@@ -70,17 +74,98 @@ impl Resource for Service {
     }
 }
 
-/// The store as a resource: promoted to primary on start (a new epoch),
-/// demoted on stop.
+/// The running replication role of this node's store.
+#[derive(Clone, Default)]
+pub struct Replication {
+    inner: Arc<Mutex<ReplicationRole>>,
+}
+
+#[derive(Default)]
+enum ReplicationRole {
+    #[default]
+    Stopped,
+    Secondary(tokio::task::JoinHandle<()>),
+    Primary(PrimaryHandle),
+}
+
+impl Replication {
+    /// The handle writes go through while this node is primary.
+    pub fn primary(&self) -> Option<PrimaryHandle> {
+        match &*self.inner.lock().unwrap_or_else(|p| p.into_inner()) {
+            ReplicationRole::Primary(handle) => Some(handle.clone()),
+            _ => None,
+        }
+    }
+
+    fn set(&self, role: ReplicationRole) {
+        let old = std::mem::replace(&mut *self.inner.lock().unwrap_or_else(|p| p.into_inner()), role);
+        if let ReplicationRole::Secondary(task) = old {
+            task.abort();
+        }
+        // A dropped PrimaryHandle ends its driver.
+    }
+}
+
+/// Where and how the store replicates.
+#[derive(Clone)]
+pub struct ReplicationSettings {
+    pub node_id: u32,
+    pub listen: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+/// Serve the secondary side: accept the primary's connection and apply its
+/// entries. Started at boot and whenever this node stops being primary.
+pub async fn start_secondary(
+    rt: &TokioRuntime,
+    store: &SharedStore,
+    replication: &Replication,
+    settings: &ReplicationSettings,
+) -> io::Result<()> {
+    let listener = rt.listen_tcp(settings.listen).await?;
+    let machine = ReplicationSecondary::new(ReplicationConfig::new(settings.node_id));
+    let (events_tx, events) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(log_replication_events("secondary", events));
+    let task = tokio::spawn(run_secondary(
+        rt.clone(),
+        Arc::clone(store),
+        machine,
+        listener,
+        DriverConfig::default(),
+        events_tx,
+    ));
+    replication.set(ReplicationRole::Secondary(task));
+    Ok(())
+}
+
+async fn log_replication_events(role: &'static str, mut events: tokio::sync::mpsc::Receiver<ironroot_store::replication::Event>) {
+    while let Some(event) = events.recv().await {
+        tracing::info!(role, ?event, "replication");
+    }
+}
+
+/// The store as a resource: on start it stops serving as secondary, is
+/// promoted (a new epoch) and replicates to the peer; on stop it is demoted
+/// and serves as secondary again.
 pub struct StoreResource {
+    rt: TokioRuntime,
     store: SharedStore,
-    node_id: u32,
-    promoted: Arc<RwLock<bool>>,
+    replication: Replication,
+    settings: ReplicationSettings,
+    /// Whether the peer is known down when we promote: then it is
+    /// Outdated (the witness lease or fencing made us active without it).
+    peer_alive: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl StoreResource {
-    pub fn new(store: SharedStore, node_id: u32, promoted: Arc<RwLock<bool>>) -> StoreResource {
-        StoreResource { store, node_id, promoted }
+    pub fn new(
+        rt: TokioRuntime,
+        store: SharedStore,
+        replication: Replication,
+        settings: ReplicationSettings,
+        peer_alive: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> StoreResource {
+        StoreResource { rt, store, replication, settings, peer_alive }
     }
 }
 
@@ -91,28 +176,42 @@ impl Resource for StoreResource {
 
     fn start(&mut self) -> BoxFuture<'_, Result<(), ResourceError>> {
         Box::pin(async move {
-            let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
-            if store.epoch().is_none() {
-                let epoch = store.promote(self.node_id, 0);
-                tracing::info!(?epoch, "store promoted");
+            if self.replication.primary().is_some() {
+                return Ok(());
             }
-            *self.promoted.write().unwrap_or_else(|p| p.into_inner()) = true;
+            self.replication.set(ReplicationRole::Stopped);
+            let epoch = {
+                let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+                store.promote(self.settings.node_id, 0)
+            };
+            tracing::info!(?epoch, "store promoted");
+            let machine = ReplicationPrimary::new(ReplicationConfig::new(self.settings.node_id));
+            let (handle, events) =
+                spawn_primary(self.rt.clone(), Arc::clone(&self.store), machine, self.settings.peer, DriverConfig::default());
+            tokio::spawn(log_replication_events("primary", events));
+            if !(self.peer_alive)() {
+                handle.peer_outdated().await.map_err(|e| failed("store", "start", io::Error::other(e)))?;
+                tracing::warn!("peer is down: recorded Outdated, writes go on degraded");
+            }
+            self.replication.set(ReplicationRole::Primary(handle));
             Ok(())
         })
     }
 
     fn stop(&mut self) -> BoxFuture<'_, Result<(), ResourceError>> {
         Box::pin(async move {
-            self.store.write().unwrap_or_else(|p| p.into_inner()).demote();
-            *self.promoted.write().unwrap_or_else(|p| p.into_inner()) = false;
+            self.replication.set(ReplicationRole::Stopped);
+            self.store.lock().unwrap_or_else(|p| p.into_inner()).demote();
             tracing::info!("store demoted");
-            Ok(())
+            start_secondary(&self.rt, &self.store, &self.replication, &self.settings)
+                .await
+                .map_err(|e| failed("store", "stop", e))
         })
     }
 
     fn monitor(&mut self) -> BoxFuture<'_, Health> {
         Box::pin(async move {
-            let store = self.store.read().unwrap_or_else(|p| p.into_inner());
+            let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
             match store.unreadable_trees() {
                 0 => Health::Healthy,
                 n => Health::Degraded(format!("{n} trees failed their hash")),

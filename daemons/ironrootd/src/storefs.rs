@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use ironroot_nfs::fs::{
@@ -22,8 +22,8 @@ use ironroot_store::view::{View, ViewNode};
 /// Cached view indexes at most.
 pub const INDEXES_MAX: usize = 64;
 
-/// The store shared by the services and the admin API.
-pub type SharedStore = Arc<RwLock<Store>>;
+/// The store shared by the services, replication and the admin API.
+pub type SharedStore = ironroot_store::replication::driver::SharedStore;
 
 /// Client id in file handles: the first four bytes of BLAKE3(MAC), the same
 /// on both nodes and across restarts.
@@ -53,8 +53,8 @@ impl StoreFs {
         StoreFs { store, indexes: Mutex::new(BTreeMap::new()) }
     }
 
-    fn read_store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
-        self.store.read().unwrap_or_else(|p| p.into_inner())
+    fn read_store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn mac_of(&self, client: ClientId) -> Option<[u8; 6]> {
@@ -264,7 +264,7 @@ mod tests {
         let (mac1, mac2) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
         store.upsert_client(mac1, "web1", [10, 0, 0, 21], "debian", Some(&staged)).expect("client");
         store.upsert_client(mac2, "web2", [10, 0, 0, 22], "debian", None).expect("client");
-        (StoreFs::new(Arc::new(RwLock::new(store))), client_id(&mac1), client_id(&mac2))
+        (StoreFs::new(Arc::new(Mutex::new(store))), client_id(&mac1), client_id(&mac2))
     }
 
     fn read_path(fs: &StoreFs, client: ClientId, path: &[&str]) -> Vec<u8> {

@@ -103,6 +103,14 @@ pub enum Entry {
         mac: [u8; 6],
         lease: Lease,
     },
+    /// A generation given up in a split brain, re-committed with fresh file
+    /// ids by the node that kept it, under the ref `name`
+    /// (`branch/<image>/<seq>`); it does not touch the image's ref.
+    BranchKept {
+        name: String,
+        generation: Generation,
+        file_id_next: u64,
+    },
     /// Retention dropped these generations (see [`crate::gc`]).
     GenerationsDropped {
         ids: Vec<u64>,
@@ -113,7 +121,7 @@ impl Entry {
     /// Roots of the objects the entry references.
     pub fn object_roots(&self) -> Vec<crate::model::ObjectId> {
         match self {
-            Entry::NewGeneration { generation, .. } => {
+            Entry::NewGeneration { generation, .. } | Entry::BranchKept { generation, .. } => {
                 generation.root.kind.object().into_iter().collect()
             }
             Entry::ClientUpsert { client, .. } => client

@@ -110,7 +110,7 @@ impl StoreState {
             }
         }
         match &record.entry {
-            Entry::NewGeneration { generation, .. } => {
+            Entry::NewGeneration { generation, .. } | Entry::BranchKept { generation, .. } => {
                 if generation.id != record.seq {
                     return Err(ApplyError::GenerationId {
                         id: generation.id,
@@ -121,6 +121,9 @@ impl StoreState {
                     return Err(ApplyError::TooManyGenerations {
                         max: GENERATIONS_MAX,
                     });
+                }
+                if self.refs.len() >= REFS_MAX {
+                    return Err(ApplyError::TooManyRefs { max: REFS_MAX });
                 }
             }
             Entry::RefMove { name, generation } => {
@@ -159,6 +162,15 @@ impl StoreState {
             }
             Entry::RefMove { name, generation } => {
                 self.refs.insert(name.clone(), *generation);
+            }
+            Entry::BranchKept {
+                name,
+                generation,
+                file_id_next,
+            } => {
+                self.generations.insert(generation.id, generation.clone());
+                self.refs.insert(name.clone(), generation.id);
+                self.file_id_next = self.file_id_next.max(*file_id_next);
             }
             Entry::ClientUpsert {
                 mac,

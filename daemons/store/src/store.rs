@@ -416,6 +416,44 @@ impl Store {
         Ok(kept)
     }
 
+    /// Primary: publish every preserved branch into the replicated state,
+    /// re-committed with fresh file ids under `branch/<image>/<seq>`, so
+    /// both nodes hold what the split brain's loser wrote.
+    pub fn publish_branches(&mut self) -> Result<Vec<Record>, StoreError> {
+        if self.epoch.is_none() {
+            return Err(StoreError::NotPrimary);
+        }
+        let mut published = Vec::new();
+        while let Some(branch) = self.branches.first().cloned() {
+            let staged = unstage(&self.objects, &branch.root)?;
+            let mut ids = self.ids();
+            let root = commit(&mut self.objects, &mut ids, &staged, None)?;
+            let seq = self.state.last_seq() + 1;
+            let generation = Generation {
+                id: seq,
+                image: branch.image.clone(),
+                parent: None,
+                time: branch.time,
+                message: format!(
+                    "kept from split brain (was {}): {}",
+                    branch.id, branch.message
+                ),
+                root,
+            };
+            let name = format!("branch/{}/{seq}", branch.image);
+            published.push(self.write_entry(Entry::BranchKept {
+                name,
+                generation,
+                file_id_next: ids.next,
+            })?);
+            self.branches.remove(0);
+            self.storage
+                .write_atomic(BRANCHES, &encode(&self.branches))
+                .map_err(ObjectError::from)?;
+        }
+        Ok(published)
+    }
+
     /// Generations preserved from a lost split brain. Their file ids were
     /// allocated during the split and may collide with the winner's, so
     /// they are not served by file id: an operator re-imports one (which
@@ -447,7 +485,9 @@ impl Store {
 
     fn index_record(&mut self, record: &Record) -> Result<(), StoreError> {
         match &record.entry {
-            Entry::NewGeneration { generation, .. } => self.index_tree(&generation.root.kind),
+            Entry::NewGeneration { generation, .. } | Entry::BranchKept { generation, .. } => {
+                self.index_tree(&generation.root.kind)
+            }
             Entry::ClientUpsert { client, .. } => match &client.exceptions {
                 Some(node) => self.index_tree(&node.kind),
                 None => Ok(()),

@@ -518,7 +518,7 @@ impl ReplicationPrimary {
         self.expect_answer(now);
         self.metrics.entries_sent += 1;
         Some(encode_message(&match payload {
-            Payload::Entry(record) => Message::Entry { record: *record },
+            Payload::Entry(record) => Message::Entry { record },
             Payload::Snapshot { bytes, .. } => Message::Snapshot { bytes },
         }))
     }

@@ -398,6 +398,33 @@ fn split_brain_discarding_least_changes_lets_the_busier_side_win() {
     )));
     swapped.assert_converged();
     assert_eq!(swapped.b.branches().len(), 1);
+
+    // Node 1 kept its generation; once primary again it publishes it and
+    // both replicas hold it under a branch ref, with fresh file ids.
+    let Pair {
+        a: mut b, b: mut a, ..
+    } = swapped;
+    b.demote();
+    a.promote(1, 3);
+    let published = a.publish_branches().unwrap();
+    assert_eq!(published.len(), 1);
+    let mut back = Pair::with_stores(a, b, ReplicationConfig::new(1));
+    back.connect();
+    back.assert_converged();
+    let (name, id) = back
+        .b
+        .state()
+        .refs
+        .iter()
+        .find(|(n, _)| n.starts_with("branch/"))
+        .unwrap();
+    assert_eq!(name, &format!("branch/img/{id}"));
+    let root = &back.b.state().generations[id].root;
+    let NodeKind::Dir { tree } = &root.kind else {
+        panic!()
+    };
+    let f = back.b.objects().get_tree(tree).unwrap().entries[&b"f"[..]].clone();
+    assert_eq!(back.b.read_file(f.file_id, 0, 10).unwrap(), b"a0");
 }
 
 #[test]

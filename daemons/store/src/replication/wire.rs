@@ -63,7 +63,7 @@ pub enum Message {
         objects: Vec<(ObjectId, ObjectKind, Vec<u8>)>,
     },
     Entry {
-        record: Record,
+        record: Box<Record>,
     },
     Snapshot {
         bytes: Vec<u8>,

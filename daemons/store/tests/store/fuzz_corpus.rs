@@ -83,7 +83,7 @@ fn generate_corpus() {
             objects: vec![(chunk_id, ObjectKind::Chunk, chunk.clone())],
         },
         Message::Entry {
-            record: record.clone(),
+            record: Box::new(record.clone()),
         },
         Message::Ack { seq: 1 },
     ];
