@@ -95,8 +95,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         for (name, host) in [("a", a), ("b", b)] {
             let node_dir = dir.path().join(name);
-            std::fs::create_dir_all(node_dir.join("store/boot"))?;
-            std::fs::write(node_dir.join("store/boot/hello.txt"), "boot file\n")?;
+            std::fs::create_dir_all(&node_dir)?;
             let text = template
                 .replace("STORE", &node_dir.join("store").display().to_string())
                 .replace("ADMIN", &node_dir.join("admin.sock").display().to_string());
@@ -203,6 +202,12 @@ fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
     write_image(&image)?;
     let imported = cluster.cli(first, &["image", "import", "debian", "--from", &image.display().to_string()])?;
     assert_eq!(imported["ok"], true, "{imported}");
+    // The boot tree is the image named `boot`: replicated like any other.
+    let boot = cluster._dir.path().join("boot");
+    std::fs::create_dir_all(&boot)?;
+    std::fs::write(boot.join("hello.txt"), "boot file\n")?;
+    let imported = cluster.cli(first, &["image", "import", "boot", "--from", &boot.display().to_string()])?;
+    assert_eq!(imported["ok"], true, "{imported}");
     let added = cluster.cli(first, &["client", "add", "c1", "--mac", CLIENT_MAC, "--ip", CLIENT_IP, "--image", "debian"])?;
     assert_eq!(added["ok"], true, "{added}");
     let standby = 1 - first;
@@ -245,6 +250,10 @@ fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
     let dhcp = cluster.client().output("busybox", &["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", &script], Duration::from_secs(30))?;
     let dhcp_out = String::from_utf8_lossy(&dhcp.stdout);
     assert!(dhcp_out.contains(&format!("ip={CLIENT_IP} serverid={VIP}")), "{dhcp_out}");
+    let fetched = cluster._dir.path().join("hello-after.txt");
+    let tftp = cluster.client().output("atftp", &["-g", "-r", "hello.txt", "-l", &fetched.display().to_string(), VIP], Duration::from_secs(20))?;
+    assert!(tftp.status.success(), "{}", String::from_utf8_lossy(&tftp.stderr));
+    assert_eq!(std::fs::read_to_string(&fetched)?, "boot file\n");
     let status = cluster.cli(standby, &["status"])?;
     assert_eq!(status["data"]["role"], "active", "{status}");
     assert_eq!(status["data"]["peer"]["state"], "dead", "{status}");

@@ -95,10 +95,9 @@ impl DebPackage {
         let mut stats = ExtractStats::default();
         for (index, entry) in archive.entries().map_err(tar_err)?.enumerate() {
             if index == TAR_ENTRIES_MAX {
-                return Err(BootError::TooLarge {
+                return Err(BootError::TooManyEntries {
                     deb: self.name.clone(),
-                    bytes: index as u64,
-                    bytes_max: TAR_ENTRIES_MAX as u64,
+                    entries_max: TAR_ENTRIES_MAX,
                 });
             }
             let mut entry = entry.map_err(tar_err)?;

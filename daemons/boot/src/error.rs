@@ -50,6 +50,8 @@ pub enum BootError {
         bytes: u64,
         bytes_max: u64,
     },
+    #[error("{deb}: data tarball has more than {entries_max} entries")]
+    TooManyEntries { deb: String, entries_max: usize },
     #[error("{deb}: has no {path}")]
     MissingInPackage { deb: String, path: String },
     #[error("not a kernel package: no boot/vmlinuz-* in {deb}")]

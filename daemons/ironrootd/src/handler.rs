@@ -150,6 +150,33 @@ impl Handler {
                 }
                 Box::new(move |store: &mut Store| store.upsert_client(mac, &name, ip.octets(), &image, None))
             }
+            Request::ClientException { name, path, from } => {
+                let (mac, client) = state
+                    .clients
+                    .iter()
+                    .find(|(_, c)| c.name == name)
+                    .map(|(mac, c)| (*mac, c.clone()))
+                    .ok_or_else(|| format!("no client named {name}"))?;
+                let relative = path.trim_start_matches('/').to_owned();
+                if relative.is_empty() || relative.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+                    return Err(format!("{path}: give a path inside the image, like /etc/hostname"));
+                }
+                let content = std::fs::read(&from).map_err(|e| format!("{from}: {e}"))?;
+                // The client's exception tree as it is, plus this file.
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                if let Some(exceptions) = &client.exceptions {
+                    ironroot_store::export::export_tree(store.objects(), exceptions, dir.path()).map_err(|e| e.to_string())?;
+                }
+                let target = dir.path().join(&relative);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                }
+                std::fs::write(&target, content).map_err(|e| e.to_string())?;
+                Box::new(move |store: &mut Store| {
+                    let staged = ironroot_store::stage::import_dir(store.objects_mut(), dir.path())?;
+                    store.upsert_client(mac, &client.name, client.ipv4, &client.image, Some(&staged))
+                })
+            }
             Request::ClientRemove { name } => {
                 let mac = state.clients.iter().find(|(_, c)| c.name == name).map(|(mac, _)| *mac);
                 let mac = mac.ok_or_else(|| format!("no client named {name}"))?;
@@ -159,11 +186,36 @@ impl Handler {
         })
     }
 
+    /// `boot import-kernel`: build the boot files off the async workers,
+    /// then import the new boot tree as one replicated write.
+    async fn import_kernel(&self, image: String, deb: Option<String>) -> Result<WriteFn, String> {
+        let store = std::sync::Arc::clone(&self.state.store);
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let staging = dir.path().to_owned();
+        let built = tokio::task::spawn_blocking(move || {
+            crate::boottree::stage_kernel(&store, &image, deb.map(std::path::PathBuf::from), &staging)
+                .map(|files| (files, image))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let (files, image) = built.map_err(|e| e.to_string())?;
+        tracing::info!(?files, image, "boot files built");
+        let message = format!("boot import-kernel {image}");
+        Ok(Box::new(move |store: &mut Store| {
+            let tree = dir.path().join("tree");
+            store.import_dir(crate::boottree::BOOT_IMAGE, &tree, now_timestamp(), &message)
+        }))
+    }
+
     async fn store_request(&self, request: Request) -> Response {
         if let Some(response) = self.read_request(&request) {
             return response;
         }
-        let write = match self.write_fn(request) {
+        let write = match request {
+            Request::BootImportKernel { image, deb, from_image: _ } => self.import_kernel(image, deb).await,
+            other => self.write_fn(other),
+        };
+        let write = match write {
             Ok(write) => write,
             Err(message) => return Response::error(message),
         };

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod bootfiles;
+pub mod boottree;
 pub mod config;
 pub mod handler;
 pub mod metrics;

@@ -103,10 +103,8 @@ fn nfs_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore) 
     )
 }
 
-fn tftp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore) -> anyhow::Result<Service> {
-    let tree = settings.store.dir.join("boot");
-    std::fs::create_dir_all(&tree).with_context(|| format!("boot tree {}", tree.display()))?;
-    let tree_source = ironroot_tftp::source::DirSource::new(&tree).with_context(|| format!("boot tree {}", tree.display()))?;
+fn tftp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore) -> Service {
+    let tree_source = crate::boottree::StoreBootSource::new(Arc::clone(store));
     let generated = crate::bootfiles::ClientConfigs {
         store: Arc::clone(store),
         vip: settings.cluster.vip.addr,
@@ -115,7 +113,7 @@ fn tftp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore)
     let source = ironroot_tftp::source::WithGenerated { generated, tree: tree_source };
     let server = ironroot_tftp::Server::new(settings.tftp, source);
     let rt = rt.clone();
-    Ok(Service::new(
+    Service::new(
         "tftp",
         Box::new(move || {
             let (rt, server) = (rt.clone(), Arc::clone(&server));
@@ -126,7 +124,7 @@ fn tftp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore)
                 Ok(serve)
             })
         }),
-    ))
+    )
 }
 
 fn dhcp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore) -> Service {
@@ -211,7 +209,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let resources: Vec<Box<dyn Resource>> = vec![
         Box::new(StoreResource::new(rt.clone(), Arc::clone(&store), replication.clone(), replication_settings, peer_alive)),
         Box::new(nfs_service(&rt, &settings, &store)),
-        Box::new(tftp_service(&rt, &settings, &store)?),
+        Box::new(tftp_service(&rt, &settings, &store)),
         Box::new(dhcp_service(&rt, &settings, &store)),
     ];
     let (events_tx, events_rx) = mpsc::channel(1024);

@@ -40,8 +40,11 @@
 //!   [`state::StoreState`] (the state at its `last` entry), replaced by
 //!   write-temp, fsync, rename, fsync dir. Compaction writes it and removes
 //!   the journal segments it covers.
-//! - `branches`: postcard list of generations given up in a split brain,
-//!   replaced atomically; their objects are retained.
+//! - `branches`: postcard list of generations this node gave up in a split
+//!   brain, replaced atomically; their objects are retained until
+//!   [`store::Store::publish_branches`] (run once this node is primary again)
+//!   re-commits them into the replicated state under `branch/<image>/<seq>`
+//!   refs, so resolution never destroys data on either node.
 //!
 //! Refs live in the state (journal and snapshot); the snapshot's atomic
 //! rename is what makes them durable without a separate file.

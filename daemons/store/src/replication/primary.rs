@@ -421,6 +421,10 @@ impl ReplicationPrimary {
             .collect();
         if frontier.is_empty() {
             ship.sending = Some(post_order(store, &ship.roots, &ship.lacking).into());
+            // Streaming may take longer than one answer: the driver's write
+            // timeout covers it, and the wait for the ack starts once the
+            // payload is out.
+            self.deadline = None;
             return;
         }
         for ids in frontier.chunks(OFFER_IDS_MAX) {
