@@ -3,6 +3,9 @@
 //! workspace's binaries. Everything a test creates is removed when its
 //! guard drops, also when the test fails.
 
+// This harness drives real processes over real links: it measures real time.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -34,25 +37,40 @@ pub fn is_root() -> bool {
 
 /// Whether `program` is on PATH.
 pub fn have(program: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// A workspace binary: next to the test executable's `deps/` directory.
 pub fn workspace_bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("current_exe")?;
-    let dir = exe.parent().and_then(Path::parent).context("test executable has no target dir")?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target dir")?;
     let path = dir.join(name);
     if !path.exists() {
-        bail!("{} is missing: build the workspace binaries first (cargo build --workspace --bins)", path.display());
+        bail!(
+            "{} is missing: build the workspace binaries first (cargo build --workspace --bins)",
+            path.display()
+        );
     }
     Ok(path)
 }
 
 /// Run a command to completion, failing on a non-zero exit.
 pub fn run(program: &str, args: &[&str]) -> Result<Output> {
-    let output = Command::new(program).args(args).output().with_context(|| format!("{program} {args:?}"))?;
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("{program} {args:?}"))?;
     if !output.status.success() {
-        bail!("{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(output)
 }
@@ -65,7 +83,9 @@ pub struct Netns {
 impl Netns {
     pub fn new(name: &str) -> Result<Netns> {
         run("ip", &["netns", "add", name])?;
-        let ns = Netns { name: name.to_owned() };
+        let ns = Netns {
+            name: name.to_owned(),
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -87,8 +107,14 @@ impl Netns {
     /// Run to completion inside the namespace with a time limit.
     pub fn output(&self, program: &str, args: &[&str], limit: Duration) -> Result<Output> {
         let mut command = self.command(program);
-        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let child = command.spawn().with_context(|| format!("{program} in {}", self.name))?;
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = command
+            .spawn()
+            .with_context(|| format!("{program} in {}", self.name))?;
         wait_output(child, limit).with_context(|| format!("{program} {args:?} in {}", self.name))
     }
 
@@ -97,7 +123,10 @@ impl Netns {
         let pids = run("ip", &["netns", "pids", &self.name])?;
         for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
             if let Ok(pid) = pid.parse::<i32>() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
         Ok(())
@@ -107,7 +136,9 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = self.kill_all();
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -123,8 +154,13 @@ pub fn wait_output(child: Child, limit: Duration) -> Result<Output> {
         Ok(output) => Ok(output?),
         Err(_) => {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let output = rx.recv_timeout(Duration::from_secs(5)).ok().and_then(|o| o.ok());
-            let stderr = output.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
+            let output = rx
+                .recv_timeout(Duration::from_secs(5))
+                .ok()
+                .and_then(|o| o.ok());
+            let stderr = output
+                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                .unwrap_or_default();
             bail!("timed out after {limit:?}; stderr: {}", stderr.trim());
         }
     }
@@ -146,7 +182,11 @@ impl Segment {
         let bridge = Netns::new(&format!("{tag}-br"))?;
         bridge.ip(&["link", "add", "br0", "type", "bridge"])?;
         bridge.ip(&["link", "set", "br0", "up"])?;
-        Ok(Segment { bridge, hosts: Vec::new(), tag })
+        Ok(Segment {
+            bridge,
+            hosts: Vec::new(),
+            tag,
+        })
     }
 
     /// Add host `name` with `cidr` (e.g. `10.77.0.1/24`) on interface
@@ -154,7 +194,23 @@ impl Segment {
     pub fn add_host(&mut self, name: &str, cidr: Option<&str>, mac: Option<&str>) -> Result<usize> {
         let ns = Netns::new(&format!("{}-{name}", self.tag))?;
         let outer = format!("{}{}", &name[..name.len().min(6)], self.hosts.len());
-        run("ip", &["link", "add", &outer, "netns", &self.bridge.name, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &outer,
+                "netns",
+                &self.bridge.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns.name,
+            ],
+        )?;
         self.bridge.ip(&["link", "set", &outer, "master", "br0"])?;
         self.bridge.ip(&["link", "set", &outer, "up"])?;
         if let Some(mac) = mac {
@@ -180,7 +236,8 @@ impl Segment {
 
     /// Cut a host's link (its bridge port goes down).
     pub fn cut(&self, index: usize) -> Result<()> {
-        self.bridge.ip(&["link", "set", &self.port(index), "down"])?;
+        self.bridge
+            .ip(&["link", "set", &self.port(index), "down"])?;
         Ok(())
     }
 
@@ -199,7 +256,13 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn spawn(ns: &Netns, name: &str, program: &Path, args: &[&str], log: PathBuf) -> Result<Daemon> {
+    pub fn spawn(
+        ns: &Netns,
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        log: PathBuf,
+    ) -> Result<Daemon> {
         let out = std::fs::File::create(&log).with_context(|| format!("{}", log.display()))?;
         let err = out.try_clone()?;
         let child = ns
@@ -210,7 +273,11 @@ impl Daemon {
             .stderr(err)
             .spawn()
             .with_context(|| format!("starting {name}"))?;
-        Ok(Daemon { name: name.to_owned(), child: Some(child), log })
+        Ok(Daemon {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -227,7 +294,9 @@ impl Daemon {
 
     /// SIGTERM and wait up to `limit`.
     pub fn terminate(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
-        let Some(mut child) = self.child.take() else { bail!("{} is not running", self.name) };
+        let Some(mut child) = self.child.take() else {
+            bail!("{} is not running", self.name)
+        };
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
         let deadline = Instant::now() + limit;

@@ -3,6 +3,9 @@
 //! (busybox udhcpc), fetches a boot file by TFTP (atftp) and reads its root
 //! by NFS (libnfs) through the VIP. Then the active node dies.
 
+// Real processes over real links: this test measures real time.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -100,15 +103,33 @@ impl Cluster {
                 .replace("STORE", &node_dir.join("store").display().to_string())
                 .replace("ADMIN", &node_dir.join("admin.sock").display().to_string());
             std::fs::write(node_dir.join("ironroot.toml"), text)?;
-            nodes.push(Node { name, host, dir: node_dir, daemon: None });
+            nodes.push(Node {
+                name,
+                host,
+                dir: node_dir,
+                daemon: None,
+            });
         }
-        let mut cluster = Cluster { segment, nodes, witness: None, client, ironrootd, ironroot, _dir: dir };
+        let mut cluster = Cluster {
+            segment,
+            nodes,
+            witness: None,
+            client,
+            ironrootd,
+            ironroot,
+            _dir: dir,
+        };
         let witness_cfg = cluster.nodes[0].dir.join("ironroot.toml");
         let witness = Daemon::spawn(
             cluster.segment.host(w),
             "witness",
             &cluster.ironrootd,
-            &["--config", &witness_cfg.display().to_string(), "--role", "witness"],
+            &[
+                "--config",
+                &witness_cfg.display().to_string(),
+                "--role",
+                "witness",
+            ],
             cluster.nodes[0].dir.join("witness.log"),
         )?;
         cluster.witness = Some(witness);
@@ -122,7 +143,13 @@ impl Cluster {
         let node = &self.nodes[i];
         let config = node.dir.join("ironroot.toml").display().to_string();
         let log = node.dir.join(format!("{}.log", node.name));
-        let daemon = Daemon::spawn(self.segment.host(node.host), node.name, &self.ironrootd, &["--config", &config, "--node", node.name], log)?;
+        let daemon = Daemon::spawn(
+            self.segment.host(node.host),
+            node.name,
+            &self.ironrootd,
+            &["--config", &config, "--node", node.name],
+            log,
+        )?;
         self.nodes[i].daemon = Some(daemon);
         Ok(())
     }
@@ -132,8 +159,15 @@ impl Cluster {
         let socket = self.nodes[i].socket().display().to_string();
         let mut all = vec!["--socket", socket.as_str(), "--json"];
         all.extend_from_slice(args);
-        let output = std::process::Command::new(&self.ironroot).args(&all).output()?;
-        serde_json::from_slice(&output.stdout).with_context(|| format!("ironroot {args:?}: {}", String::from_utf8_lossy(&output.stderr)))
+        let output = std::process::Command::new(&self.ironroot)
+            .args(&all)
+            .output()?;
+        serde_json::from_slice(&output.stdout).with_context(|| {
+            format!(
+                "ironroot {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
     }
 
     fn role(&self, i: usize) -> Option<String> {
@@ -142,7 +176,12 @@ impl Cluster {
     }
 
     fn wait_active(&self, candidates: &[usize], limit: Duration) -> Result<usize> {
-        wait_for("an active node", limit, || candidates.iter().copied().find(|i| self.role(*i).as_deref() == Some("active")))
+        wait_for("an active node", limit, || {
+            candidates
+                .iter()
+                .copied()
+                .find(|i| self.role(*i).as_deref() == Some("active"))
+        })
     }
 
     fn client(&self) -> &Netns {
@@ -151,9 +190,14 @@ impl Cluster {
 
     fn nfs_cat(&self, path: &str) -> Result<Vec<u8>> {
         let url = format!("nfs://{VIP}/{path}?version=3");
-        let output = self.client().output("nfs-cat", &[&url], Duration::from_secs(20))?;
+        let output = self
+            .client()
+            .output("nfs-cat", &[&url], Duration::from_secs(20))?;
         if !output.status.success() {
-            bail!("nfs-cat {url}: {}", String::from_utf8_lossy(&output.stderr).trim());
+            bail!(
+                "nfs-cat {url}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
         }
         Ok(output.stdout)
     }
@@ -191,44 +235,100 @@ exit 0
 
 #[test]
 fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
-    let ready = is_root() && ["udhcpc", "atftp", "nfs-cat"].iter().all(|p| have(p) || (*p == "udhcpc" && have("busybox")));
+    let ready = is_root()
+        && ["udhcpc", "atftp", "nfs-cat"]
+            .iter()
+            .all(|p| have(p) || (*p == "udhcpc" && have("busybox")));
     if !require(ready, "needs root, busybox udhcpc, atftp and libnfs-utils")? {
         return Ok(());
     }
     let cluster = Cluster::start()?;
-    let first = cluster.wait_active(&[0, 1], Duration::from_secs(20)).with_context(|| cluster.logs())?;
+    let first = cluster
+        .wait_active(&[0, 1], Duration::from_secs(20))
+        .with_context(|| cluster.logs())?;
 
     let image = cluster._dir.path().join("image");
     write_image(&image)?;
-    let imported = cluster.cli(first, &["image", "import", "debian", "--from", &image.display().to_string()])?;
+    let imported = cluster.cli(
+        first,
+        &[
+            "image",
+            "import",
+            "debian",
+            "--from",
+            &image.display().to_string(),
+        ],
+    )?;
     assert_eq!(imported["ok"], true, "{imported}");
     // The boot tree is the image named `boot`: replicated like any other.
     let boot = cluster._dir.path().join("boot");
     std::fs::create_dir_all(&boot)?;
     std::fs::write(boot.join("hello.txt"), "boot file\n")?;
-    let imported = cluster.cli(first, &["image", "import", "boot", "--from", &boot.display().to_string()])?;
+    let imported = cluster.cli(
+        first,
+        &[
+            "image",
+            "import",
+            "boot",
+            "--from",
+            &boot.display().to_string(),
+        ],
+    )?;
     assert_eq!(imported["ok"], true, "{imported}");
-    let added = cluster.cli(first, &["client", "add", "c1", "--mac", CLIENT_MAC, "--ip", CLIENT_IP, "--image", "debian"])?;
+    let added = cluster.cli(
+        first,
+        &[
+            "client", "add", "c1", "--mac", CLIENT_MAC, "--ip", CLIENT_IP, "--image", "debian",
+        ],
+    )?;
     assert_eq!(added["ok"], true, "{added}");
     let standby = 1 - first;
     let refused = cluster.cli(standby, &["client", "remove", "c1"])?;
     assert_eq!(refused["ok"], false);
     let refusal = refused["error"].as_str().unwrap_or_default();
-    assert!(refusal.starts_with("this node is standby; the active node is"), "{refusal}");
+    assert!(
+        refusal.starts_with("this node is standby; the active node is"),
+        "{refusal}"
+    );
 
     // DHCP: the reservation, with the VIP as server identifier and next-server.
     let script = cluster._dir.path().join("udhcpc.sh");
     std::fs::write(&script, UDHCPC_SCRIPT)?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let script = script.display().to_string();
-    let dhcp = cluster.client().output("busybox", &["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", &script], Duration::from_secs(30))?;
+    let dhcp = cluster.client().output(
+        "busybox",
+        &[
+            "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", &script,
+        ],
+        Duration::from_secs(30),
+    )?;
     let dhcp_out = String::from_utf8_lossy(&dhcp.stdout);
-    assert!(dhcp_out.contains(&format!("ip={CLIENT_IP} serverid={VIP} siaddr={VIP}")), "{dhcp_out}\n{}", cluster.logs());
+    assert!(
+        dhcp_out.contains(&format!("ip={CLIENT_IP} serverid={VIP} siaddr={VIP}")),
+        "{dhcp_out}\n{}",
+        cluster.logs()
+    );
 
     // TFTP from the VIP.
     let fetched = cluster._dir.path().join("hello.txt");
-    let tftp = cluster.client().output("atftp", &["-g", "-r", "hello.txt", "-l", &fetched.display().to_string(), VIP], Duration::from_secs(20))?;
-    assert!(tftp.status.success(), "{}", String::from_utf8_lossy(&tftp.stderr));
+    let tftp = cluster.client().output(
+        "atftp",
+        &[
+            "-g",
+            "-r",
+            "hello.txt",
+            "-l",
+            &fetched.display().to_string(),
+            VIP,
+        ],
+        Duration::from_secs(20),
+    )?;
+    assert!(
+        tftp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tftp.stderr)
+    );
     assert_eq!(std::fs::read_to_string(&fetched)?, "boot file\n");
 
     // NFS through the VIP: the root's files, byte for byte.
@@ -242,50 +342,115 @@ fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
     cluster.segment.host(cluster.nodes[first].host).kill_all()?;
     cluster.segment.cut(cluster.nodes[first].host)?;
     cluster.nodes[first].daemon = None;
-    cluster.wait_active(&[standby], Duration::from_secs(20)).with_context(|| cluster.logs())?;
-    let served = wait_for("NFS through the VIP after failover", Duration::from_secs(30), || cluster.nfs_cat("etc/motd").ok())?;
+    cluster
+        .wait_active(&[standby], Duration::from_secs(20))
+        .with_context(|| cluster.logs())?;
+    let served = wait_for(
+        "NFS through the VIP after failover",
+        Duration::from_secs(30),
+        || cluster.nfs_cat("etc/motd").ok(),
+    )?;
     assert_eq!(served, b"read-only root\n");
-    eprintln!("NFS answered through the VIP {:?} after the host death", died.elapsed());
+    eprintln!(
+        "NFS answered through the VIP {:?} after the host death",
+        died.elapsed()
+    );
     assert_eq!(cluster.nfs_cat("bin/ls")?, std::fs::read("/bin/ls")?);
-    let dhcp = cluster.client().output("busybox", &["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", &script], Duration::from_secs(30))?;
+    let dhcp = cluster.client().output(
+        "busybox",
+        &[
+            "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", &script,
+        ],
+        Duration::from_secs(30),
+    )?;
     let dhcp_out = String::from_utf8_lossy(&dhcp.stdout);
-    assert!(dhcp_out.contains(&format!("ip={CLIENT_IP} serverid={VIP}")), "{dhcp_out}");
+    assert!(
+        dhcp_out.contains(&format!("ip={CLIENT_IP} serverid={VIP}")),
+        "{dhcp_out}"
+    );
     let fetched = cluster._dir.path().join("hello-after.txt");
-    let tftp = cluster.client().output("atftp", &["-g", "-r", "hello.txt", "-l", &fetched.display().to_string(), VIP], Duration::from_secs(20))?;
-    assert!(tftp.status.success(), "{}", String::from_utf8_lossy(&tftp.stderr));
+    let tftp = cluster.client().output(
+        "atftp",
+        &[
+            "-g",
+            "-r",
+            "hello.txt",
+            "-l",
+            &fetched.display().to_string(),
+            VIP,
+        ],
+        Duration::from_secs(20),
+    )?;
+    assert!(
+        tftp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tftp.stderr)
+    );
     assert_eq!(std::fs::read_to_string(&fetched)?, "boot file\n");
     let status = cluster.cli(standby, &["status"])?;
     assert_eq!(status["data"]["role"], "active", "{status}");
     assert_eq!(status["data"]["peer"]["state"], "dead", "{status}");
     let human = std::process::Command::new(&cluster.ironroot)
-        .args(["--socket", &cluster.nodes[standby].socket().display().to_string(), "status"])
+        .args([
+            "--socket",
+            &cluster.nodes[standby].socket().display().to_string(),
+            "status",
+        ])
         .output()?;
-    eprintln!("ironroot status on the survivor:\n{}", String::from_utf8_lossy(&human.stdout));
+    eprintln!(
+        "ironroot status on the survivor:\n{}",
+        String::from_utf8_lossy(&human.stdout)
+    );
 
     // A write while the peer is away, then the old node comes back: it
     // rejoins as standby and resyncs to the same content.
     let image2 = cluster._dir.path().join("image2");
     write_image(&image2)?;
     std::fs::write(image2.join("etc/motd"), "second generation\n")?;
-    let imported = cluster.cli(standby, &["image", "import", "debian", "--from", &image2.display().to_string()])?;
+    let imported = cluster.cli(
+        standby,
+        &[
+            "image",
+            "import",
+            "debian",
+            "--from",
+            &image2.display().to_string(),
+        ],
+    )?;
     assert_eq!(imported["ok"], true, "{imported}");
     cluster.segment.repair(cluster.nodes[first].host)?;
     cluster.start_node(first)?;
-    let hash = |cluster: &Cluster, i: usize| cluster.cli(i, &["status"]).ok().map(|s| s["data"]["store"]["content_hash"].clone());
-    wait_for("the restarted node to resync", Duration::from_secs(30), || {
-        let (a, b) = (hash(&cluster, first)?, hash(&cluster, standby)?);
-        (a == b && cluster.role(first).as_deref() == Some("standby")).then_some(())
-    })
+    let hash = |cluster: &Cluster, i: usize| {
+        cluster
+            .cli(i, &["status"])
+            .ok()
+            .map(|s| s["data"]["store"]["content_hash"].clone())
+    };
+    wait_for(
+        "the restarted node to resync",
+        Duration::from_secs(30),
+        || {
+            let (a, b) = (hash(&cluster, first)?, hash(&cluster, standby)?);
+            (a == b && cluster.role(first).as_deref() == Some("standby")).then_some(())
+        },
+    )
     .with_context(|| cluster.logs())?;
 
     // Planned switchover back: the services move, the new generation stays.
     let moved = Instant::now();
     let switched = cluster.cli(standby, &["switchover"])?;
     assert_eq!(switched["ok"], true, "{switched}");
-    cluster.wait_active(&[first], Duration::from_secs(20)).with_context(|| cluster.logs())?;
-    let served = wait_for("NFS after the switchover", Duration::from_secs(30), || cluster.nfs_cat("etc/motd").ok())?;
+    cluster
+        .wait_active(&[first], Duration::from_secs(20))
+        .with_context(|| cluster.logs())?;
+    let served = wait_for("NFS after the switchover", Duration::from_secs(30), || {
+        cluster.nfs_cat("etc/motd").ok()
+    })?;
     assert_eq!(served, b"second generation\n");
-    eprintln!("switchover: NFS answered from the other node after {:?}", moved.elapsed());
+    eprintln!(
+        "switchover: NFS answered from the other node after {:?}",
+        moved.elapsed()
+    );
     Ok(())
 }
 
@@ -295,7 +460,9 @@ fn after_kill_9_of_the_daemon_the_vip_leaves_within_its_lifetime() -> Result<()>
         return Ok(());
     }
     let mut cluster = Cluster::start()?;
-    let first = cluster.wait_active(&[0, 1], Duration::from_secs(20)).with_context(|| cluster.logs())?;
+    let first = cluster
+        .wait_active(&[0, 1], Duration::from_secs(20))
+        .with_context(|| cluster.logs())?;
     let host = cluster.nodes[first].host;
     let holds_vip = |cluster: &Cluster| {
         cluster
@@ -305,15 +472,25 @@ fn after_kill_9_of_the_daemon_the_vip_leaves_within_its_lifetime() -> Result<()>
             .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("inet {VIP}/")))
             .unwrap_or(false)
     };
-    wait_for("the VIP on the active node", Duration::from_secs(5), || holds_vip(&cluster).then_some(()))?;
+    wait_for("the VIP on the active node", Duration::from_secs(5), || {
+        holds_vip(&cluster).then_some(())
+    })?;
     let killed = Instant::now();
     if let Some(daemon) = cluster.nodes[first].daemon.as_mut() {
         daemon.kill();
     }
     // valid_lft is 1 s; the kernel checks lifetimes about once a second.
-    wait_for("the kernel to drop the VIP", Duration::from_secs(4), || (!holds_vip(&cluster)).then_some(()))?;
+    wait_for("the kernel to drop the VIP", Duration::from_secs(4), || {
+        (!holds_vip(&cluster)).then_some(())
+    })?;
     let gone_after = killed.elapsed();
-    let second = cluster.wait_active(&[1 - first], Duration::from_secs(15)).with_context(|| cluster.logs())?;
-    eprintln!("VIP gone from the killed node after {gone_after:?}; node {} active after {:?}", cluster.nodes[second].name, killed.elapsed());
+    let second = cluster
+        .wait_active(&[1 - first], Duration::from_secs(15))
+        .with_context(|| cluster.logs())?;
+    eprintln!(
+        "VIP gone from the killed node after {gone_after:?}; node {} active after {:?}",
+        cluster.nodes[second].name,
+        killed.elapsed()
+    );
     Ok(())
 }

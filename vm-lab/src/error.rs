@@ -76,11 +76,13 @@ pub enum LabError {
         secs: u64,
         what: String,
     },
-    #[error("server side {server} is not available yet: {reason}")]
+    #[error("server side {server} is not available: {reason}")]
     ServerUnavailable {
         server: &'static str,
-        reason: &'static str,
+        reason: String,
     },
+    #[error("ironroot {command}: {detail}")]
+    Admin { command: String, detail: String },
     #[error("case {case} cannot run with the {server} server side: {reason}")]
     CaseRefused {
         case: &'static str,

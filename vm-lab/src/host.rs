@@ -149,6 +149,39 @@ pub fn run_bounded(
     run_bounded_inner(command, timeout_name, secs_max, Interruptible::Yes)
 }
 
+/// Runs a command to completion within `secs_max`; its exit status,
+/// stdout and stderr whatever the status (for programs that answer in JSON
+/// on stdout also when they fail).
+pub fn run_capture(
+    command: &mut Command,
+    timeout_name: &'static str,
+    secs_max: u64,
+) -> Result<(ExitStatus, String, String), LabError> {
+    let text = describe(command);
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| LabError::Spawn {
+            program: text.clone(),
+            source,
+        })?;
+    let mut guard = ChildGuard::new(text, child);
+    // stdout is read by a thread: a large answer must not block the child.
+    let stdout = guard.child_mut().stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        if let Some(mut pipe) = stdout {
+            let _ = pipe.read_to_string(&mut out);
+        }
+        out
+    });
+    let status = guard.wait_bounded_inner(timeout_name, secs_max, Interruptible::Yes)?;
+    let stdout = reader.join().unwrap_or_default();
+    Ok((status, stdout, guard.stderr_text()))
+}
+
 /// Whether Ctrl-C ends a wait: not for cleanup, which must run to the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interruptible {

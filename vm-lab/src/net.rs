@@ -19,6 +19,9 @@ pub const PREFIX_LEN: u8 = 24;
 pub const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const FIRST_CLIENT_HOST: u8 = 100;
 
+/// Namespaces of one lab: switch, server and the hosts added to it.
+pub const HOSTS_MAX: usize = 8;
+
 static LABS_CREATED: AtomicU32 = AtomicU32::new(0);
 
 /// Names of one lab instance, unique per process and per lab in it.
@@ -51,6 +54,12 @@ impl LabNames {
             server_iface: "lab0".into(),
             tag,
         }
+    }
+
+    /// The switch-side port of the host added with `suffix`; the server
+    /// namespace's port is [`LabNames::server_port`].
+    pub fn host_port(&self, suffix: char) -> String {
+        format!("is{}{suffix}", self.tag)
     }
 
     pub fn tap(&self, vm_index: usize) -> String {
@@ -172,6 +181,50 @@ impl LabNet {
         Ok(tap)
     }
 
+    /// Another host on the bridge: namespace `irl-<tag>-<suffix>` with
+    /// `lab0` at `addr`; `suffix` is one lowercase letter (it also names the
+    /// switch-side port). Returns the namespace.
+    pub fn add_host(&mut self, suffix: char, addr: Ipv4Addr) -> Result<String, LabError> {
+        if self.namespaces.len() >= HOSTS_MAX {
+            return Err(LabError::LimitExceeded {
+                limit: "HOSTS_MAX",
+                value: self.namespaces.len() + 1,
+                max: HOSTS_MAX,
+            });
+        }
+        let ns = format!("irl-{}-{suffix}", self.names.tag);
+        ip(&["netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        let port = self.names.host_port(suffix);
+        let sw = self.names.switch_ns.clone();
+        ip(&[
+            "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "lab0", "netns", &ns,
+        ])?;
+        ip(&[
+            "-n",
+            &sw,
+            "link",
+            "set",
+            &port,
+            "master",
+            &self.names.bridge,
+            "up",
+        ])?;
+        let cidr = format!("{addr}/{PREFIX_LEN}");
+        ip(&["-n", &ns, "addr", "add", &cidr, "dev", "lab0"])?;
+        ip(&["-n", &ns, "link", "set", "lab0", "up"])?;
+        Ok(ns)
+    }
+
+    /// Takes a host's bridge port down (`up` false) or up again: its link
+    /// is cut as if its cable were pulled.
+    pub fn set_port(&self, port: &str, up: bool) -> Result<(), LabError> {
+        let state = if up { "up" } else { "down" };
+        ip(&["-n", &self.names.switch_ns, "link", "set", port, state])?;
+        Ok(())
+    }
+
     /// Router advertisements sent so far (the report shows the RA ran).
     pub fn ra_sent(&self) -> u64 {
         self.ra.as_ref().map_or(0, RaSender::sent)
@@ -203,6 +256,7 @@ mod tests {
             &names.server_port,
             &names.server_iface,
             &names.tap(31),
+            &names.host_port('w'),
         ] {
             assert!(iface.len() <= 15, "{iface}");
         }

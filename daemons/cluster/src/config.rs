@@ -98,10 +98,10 @@ impl Default for TimingFile {
     fn default() -> TimingFile {
         TimingFile {
             interval_ms: 100,
-            warn_ms: 300,
-            dead_ms: 500,
-            initial_dead_ms: 1500,
-            clock_margin_ms: 50,
+            warn_ms: 500,
+            dead_ms: 1200,
+            initial_dead_ms: 2500,
+            clock_margin_ms: 100,
             monitor_interval_ms: 1000,
         }
     }
@@ -122,7 +122,7 @@ pub struct VipFile {
 }
 
 fn default_lease_ms() -> u64 {
-    600
+    1200
 }
 fn default_fence_timeout_ms() -> u64 {
     5000
@@ -131,7 +131,7 @@ fn default_standby_delay_ms() -> u64 {
     300
 }
 fn default_vip_lifetime_ms() -> u64 {
-    300
+    1000
 }
 fn default_garp_count() -> u32 {
     5
@@ -240,6 +240,8 @@ pub enum Problem {
         bound: u64,
         why: &'static str,
     },
+    #[error("{0} ms is not a whole number of seconds >= 1 s (IPv4 valid_lft granularity)")]
+    WholeSeconds(u64),
     #[error("{value} out of range {min}..={max}")]
     OutOfRange { value: u64, min: u64, max: u64 },
 }
@@ -475,6 +477,14 @@ impl VipFile {
                 max: u64::from(GARP_COUNT_MAX),
             };
             return Err(err("vip.garp_count", problem));
+        }
+        // The kernel counts valid_lft in whole seconds: anything else would
+        // be rounded up behind the timing argument's back.
+        if self.lifetime_ms < 1000 || self.lifetime_ms % 1000 != 0 {
+            return Err(err(
+                "vip.lifetime_ms",
+                Problem::WholeSeconds(self.lifetime_ms),
+            ));
         }
         // The active node renews the VIP only while its quorum proof outlives
         // the new lifetime; the peer vote lasts one dead time.

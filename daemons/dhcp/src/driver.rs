@@ -76,6 +76,10 @@ where
     let mut pxe_buf = vec![0u8; datagram_bytes_max + 1];
     let mut write: Option<WriteFuture> = None;
     let mut shutdown = std::pin::pin!(shutdown);
+    // One timer, rebuilt only when the deadline moves (every purge
+    // interval), not for every datagram.
+    let mut timer_deadline = server.poll_timeout();
+    let mut timer = Box::pin(sleep_optional(&runtime, timer_deadline));
     loop {
         while let Some(outgoing) = server.poll_transmit() {
             if !send(&socket, &outgoing).await {
@@ -86,6 +90,10 @@ where
             write = next_write(&mut server, &log);
         }
         let deadline = server.poll_timeout();
+        if deadline != timer_deadline {
+            timer_deadline = deadline;
+            timer = Box::pin(sleep_optional(&runtime, deadline));
+        }
         tokio::select! {
             biased;
             () = &mut shutdown => return Ok(server),
@@ -105,7 +113,9 @@ where
             received = recv_optional(pxe_socket.as_ref(), &mut pxe_buf), if pxe_socket.is_some() => {
                 handle_received(&runtime, &mut server, received, &pxe_buf, PXE_PORT);
             }
-            () = sleep_optional(&runtime, deadline), if deadline.is_some() => {
+            () = &mut timer, if deadline.is_some() => {
+                // A finished timer must not be polled again: rebuild it.
+                timer_deadline = None;
                 sync_wall_clock(&runtime, &mut server);
                 server.handle_timeout(runtime.now());
             }

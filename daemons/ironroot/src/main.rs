@@ -10,7 +10,11 @@ use clap::{CommandFactory, Parser, Subcommand};
 use ironrootd::admin::{call, Request, Response};
 
 #[derive(Parser)]
-#[command(name = "ironroot", version, about = "Operate an ironroot cluster (talks to the local ironrootd)")]
+#[command(
+    name = "ironroot",
+    version,
+    about = "Operate an ironroot cluster (talks to the local ironrootd)"
+)]
 struct Cli {
     /// The admin socket of the local ironrootd.
     #[arg(long, global = true, default_value = "/run/ironroot/admin.sock")]
@@ -123,30 +127,62 @@ enum BootCommand {
 }
 
 fn absolute(path: &std::path::Path) -> String {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_owned()).display().to_string()
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .display()
+        .to_string()
 }
 
 fn request(command: Command) -> Result<Request, String> {
     Ok(match command {
         Command::Status => Request::Status {},
-        Command::Image(ImageCommand::Import { name, from }) => Request::ImageImport { name, from: absolute(&from) },
+        Command::Image(ImageCommand::Import { name, from }) => Request::ImageImport {
+            name,
+            from: absolute(&from),
+        },
         Command::Image(ImageCommand::Log { name }) => Request::ImageLog { name },
         Command::Image(ImageCommand::List) => Request::ImageList {},
-        Command::Image(ImageCommand::Rollback { name, generation }) => Request::ImageRollback { name, generation },
-        Command::Client(ClientCommand::Add { name, mac, ip, image }) => Request::ClientAdd { name, mac, ip, image },
+        Command::Image(ImageCommand::Rollback { name, generation }) => {
+            Request::ImageRollback { name, generation }
+        }
+        Command::Client(ClientCommand::Add {
+            name,
+            mac,
+            ip,
+            image,
+        }) => Request::ClientAdd {
+            name,
+            mac,
+            ip,
+            image,
+        },
         Command::Client(ClientCommand::List) => Request::ClientList {},
         Command::Client(ClientCommand::Remove { name }) => Request::ClientRemove { name },
         Command::Client(ClientCommand::Exception { name, path, from }) => {
-            Request::ClientException { name, path, from: absolute(&from) }
+            Request::ClientException {
+                name,
+                path,
+                from: absolute(&from),
+            }
         }
         Command::Switchover => Request::Switchover {},
         Command::Standby { state } => Request::Standby { on: state == "on" },
-        Command::SplitBrain { command: SplitBrainCommand::Resolve { keep } } => Request::SplitBrainResolve { keep },
-        Command::Boot(BootCommand::ImportKernel { image, deb, from_image }) => {
+        Command::SplitBrain {
+            command: SplitBrainCommand::Resolve { keep },
+        } => Request::SplitBrainResolve { keep },
+        Command::Boot(BootCommand::ImportKernel {
+            image,
+            deb,
+            from_image,
+        }) => {
             if deb.is_none() && !from_image {
                 return Err("boot import-kernel needs --deb FILE or --from-image".to_owned());
             }
-            Request::BootImportKernel { image, deb: deb.as_deref().map(absolute), from_image }
+            Request::BootImportKernel {
+                image,
+                deb: deb.as_deref().map(absolute),
+                from_image,
+            }
         }
         Command::Completions { .. } => return Err("completions are printed locally".to_owned()),
     })
@@ -166,12 +202,17 @@ fn render_human(value: &serde_json::Value, indent: usize, out: &mut String) {
                 }
             }
         }
-        serde_json::Value::Array(items) if items.is_empty() => out.push_str(&format!("{pad}(none)\n")),
+        serde_json::Value::Array(items) if items.is_empty() => {
+            out.push_str(&format!("{pad}(none)\n"))
+        }
         serde_json::Value::Array(items) => {
             for item in items {
                 match item {
                     serde_json::Value::Object(map) => {
-                        let fields: Vec<String> = map.iter().map(|(k, v)| format!("{k}={}", scalar(v))).collect();
+                        let fields: Vec<String> = map
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", scalar(v)))
+                            .collect();
                         out.push_str(&format!("{pad}- {}\n", fields.join("  ")));
                     }
                     other => out.push_str(&format!("{pad}- {}\n", scalar(other))),
@@ -192,7 +233,12 @@ fn scalar(value: &serde_json::Value) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "ironroot", &mut std::io::stdout());
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "ironroot",
+            &mut std::io::stdout(),
+        );
         return ExitCode::SUCCESS;
     }
     let request = match request(cli.command) {
@@ -202,7 +248,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ironroot: {error}");
@@ -213,7 +262,10 @@ fn main() -> ExitCode {
     let response: Response = match runtime.block_on(call(&cli.socket, &request, wait)) {
         Ok(response) => response,
         Err(error) => {
-            eprintln!("ironroot: cannot reach ironrootd at {}: {error}", cli.socket.display());
+            eprintln!(
+                "ironroot: cannot reach ironrootd at {}: {error}",
+                cli.socket.display()
+            );
             return ExitCode::from(1);
         }
     };
@@ -248,10 +300,26 @@ mod tests {
 
     #[test]
     fn commands_map_to_requests() {
-        let cli = Cli::parse_from(["ironroot", "client", "add", "web1", "--mac", "52:54:00:00:00:01", "--ip", "10.0.0.21", "--image", "debian"]);
+        let cli = Cli::parse_from([
+            "ironroot",
+            "client",
+            "add",
+            "web1",
+            "--mac",
+            "52:54:00:00:00:01",
+            "--ip",
+            "10.0.0.21",
+            "--image",
+            "debian",
+        ]);
         assert_eq!(
             request(cli.command).expect("request"),
-            Request::ClientAdd { name: "web1".into(), mac: "52:54:00:00:00:01".into(), ip: "10.0.0.21".into(), image: "debian".into() }
+            Request::ClientAdd {
+                name: "web1".into(),
+                mac: "52:54:00:00:00:01".into(),
+                ip: "10.0.0.21".into(),
+                image: "debian".into()
+            }
         );
         let cli = Cli::parse_from(["ironroot", "boot", "import-kernel", "debian"]);
         assert!(request(cli.command).is_err(), "needs --deb or --from-image");
@@ -260,7 +328,14 @@ mod tests {
     #[test]
     fn human_output_lists_items_one_per_line() {
         let mut out = String::new();
-        render_human(&serde_json::json!({"role": "active", "images": [{"image": "debian", "generation": 3}]}), 0, &mut out);
-        assert_eq!(out, "images:\n  - generation=3  image=debian\nrole: active\n");
+        render_human(
+            &serde_json::json!({"role": "active", "images": [{"image": "debian", "generation": 3}]}),
+            0,
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            "images:\n  - generation=3  image=debian\nrole: active\n"
+        );
     }
 }

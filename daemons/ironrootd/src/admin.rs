@@ -28,19 +28,50 @@ pub enum Request {
     // Unit-like variants are written `{}` so that unknown fields are
     // rejected for them too (serde ignores extra keys of unit variants).
     Status {},
-    ImageImport { name: String, from: String },
-    ImageLog { name: String },
-    ImageDiff { name: String, from: u64, to: u64 },
-    ImageRollback { name: String, generation: u64 },
+    ImageImport {
+        name: String,
+        from: String,
+    },
+    ImageLog {
+        name: String,
+    },
+    ImageDiff {
+        name: String,
+        from: u64,
+        to: u64,
+    },
+    ImageRollback {
+        name: String,
+        generation: u64,
+    },
     ImageList {},
-    ClientAdd { name: String, mac: String, ip: String, image: String },
+    ClientAdd {
+        name: String,
+        mac: String,
+        ip: String,
+        image: String,
+    },
     ClientList {},
-    ClientRemove { name: String },
-    ClientException { name: String, path: String, from: String },
+    ClientRemove {
+        name: String,
+    },
+    ClientException {
+        name: String,
+        path: String,
+        from: String,
+    },
     Switchover {},
-    Standby { on: bool },
-    SplitBrainResolve { keep: String },
-    BootImportKernel { image: String, deb: Option<String>, from_image: bool },
+    Standby {
+        on: bool,
+    },
+    SplitBrainResolve {
+        keep: String,
+    },
+    BootImportKernel {
+        image: String,
+        deb: Option<String>,
+        from_image: bool,
+    },
 }
 
 impl Request {
@@ -73,11 +104,19 @@ pub struct Response {
 
 impl Response {
     pub fn ok(data: serde_json::Value) -> Response {
-        Response { ok: true, error: None, data }
+        Response {
+            ok: true,
+            error: None,
+            data,
+        }
     }
 
     pub fn error(message: impl Into<String>) -> Response {
-        Response { ok: false, error: Some(message.into()), data: serde_json::Value::Null }
+        Response {
+            ok: false,
+            error: Some(message.into()),
+            data: serde_json::Value::Null,
+        }
     }
 }
 
@@ -119,7 +158,10 @@ pub async fn serve<H: Handler>(path: &Path, handler: std::sync::Arc<H>) -> io::R
 }
 
 /// [`serve`] with owned arguments, for spawning.
-pub async fn serve_path<H: Handler>(path: std::path::PathBuf, handler: std::sync::Arc<H>) -> io::Result<()> {
+pub async fn serve_path<H: Handler>(
+    path: std::path::PathBuf,
+    handler: std::sync::Arc<H>,
+) -> io::Result<()> {
     serve(&path, handler).await
 }
 
@@ -156,12 +198,16 @@ pub async fn call(path: &Path, request: &Request, wait: Duration) -> io::Result<
         let mut reader = BufReader::new(read).take(RESPONSE_BYTES_MAX as u64);
         let mut line = String::new();
         reader.read_line(&mut line).await?;
-        serde_json::from_str::<Response>(line.trim_end())
-            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, format!("bad response: {error}")))
+        serde_json::from_str::<Response>(line.trim_end()).map_err(|error| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("bad response: {error}"))
+        })
     };
-    tokio::time::timeout(wait, exchange)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {} within {wait:?}", path.display())))?
+    tokio::time::timeout(wait, exchange).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer from {} within {wait:?}", path.display()),
+        )
+    })?
 }
 
 #[cfg(test)]
@@ -193,9 +239,13 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).expect("socket").permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).expect("socket").permissions(),
+        );
         assert_eq!(mode & 0o777, 0o600, "root only");
-        let status = call(&path, &Request::Status {}, Duration::from_secs(5)).await.expect("call");
+        let status = call(&path, &Request::Status {}, Duration::from_secs(5))
+            .await
+            .expect("call");
         assert!(status.ok);
         assert_eq!(status.data["command"], "status");
         let add = Request::ClientAdd {
@@ -204,9 +254,14 @@ mod tests {
             ip: "10.0.0.21".into(),
             image: "debian".into(),
         };
-        let refused = call(&path, &add, Duration::from_secs(5)).await.expect("call");
+        let refused = call(&path, &add, Duration::from_secs(5))
+            .await
+            .expect("call");
         assert!(!refused.ok);
-        assert_eq!(refused.error.as_deref(), Some("this node is standby; the active node is node-a"));
+        assert_eq!(
+            refused.error.as_deref(),
+            Some("this node is standby; the active node is node-a")
+        );
         server.abort();
     }
 
@@ -214,7 +269,8 @@ mod tests {
     fn unknown_fields_are_rejected() {
         let error = serde_json::from_str::<Request>(r#"{"command":"status","extra":1}"#);
         assert!(error.is_err());
-        let error = serde_json::from_str::<Request>(r#"{"command":"image-log","name":"x","nme":"y"}"#);
+        let error =
+            serde_json::from_str::<Request>(r#"{"command":"image-log","name":"x","nme":"y"}"#);
         assert!(error.is_err());
     }
 }

@@ -29,7 +29,10 @@ enum Wanted {
 }
 
 fn parse(path: &str) -> Option<Wanted> {
-    if let Some(name) = path.strip_prefix("ipxe/clients/").and_then(|p| p.strip_suffix(".ipxe")) {
+    if let Some(name) = path
+        .strip_prefix("ipxe/clients/")
+        .and_then(|p| p.strip_suffix(".ipxe"))
+    {
         return name.parse().ok().map(Wanted::Ipxe);
     }
     let name = path.strip_prefix("pxelinux.cfg/01-")?;
@@ -71,8 +74,14 @@ mod tests {
 
     #[test]
     fn recognises_client_config_paths() {
-        assert!(matches!(parse("ipxe/clients/52-54-00-00-00-01.ipxe"), Some(Wanted::Ipxe(_))));
-        assert!(matches!(parse("pxelinux.cfg/01-52-54-00-00-00-01"), Some(Wanted::Pxelinux(_))));
+        assert!(matches!(
+            parse("ipxe/clients/52-54-00-00-00-01.ipxe"),
+            Some(Wanted::Ipxe(_))
+        ));
+        assert!(matches!(
+            parse("pxelinux.cfg/01-52-54-00-00-00-01"),
+            Some(Wanted::Pxelinux(_))
+        ));
         assert!(parse("images/debian/vmlinuz").is_none());
         assert!(parse("ipxe/clients/not-a-mac.ipxe").is_none());
     }

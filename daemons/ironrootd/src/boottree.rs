@@ -26,7 +26,9 @@ pub fn lookup(store: &Store, path: &[String]) -> Option<(u64, u64)> {
     let generation = store.state().current(BOOT_IMAGE)?;
     let mut node = generation.root.clone();
     for component in path {
-        let NodeKind::Dir { tree } = &node.kind else { return None };
+        let NodeKind::Dir { tree } = &node.kind else {
+            return None;
+        };
         let tree = store.objects().get_tree(tree).ok()?;
         node = tree.entries.get(component.as_bytes())?.clone();
     }
@@ -44,18 +46,32 @@ pub struct StoreBootSource {
 
 impl StoreBootSource {
     pub fn new(store: SharedStore) -> StoreBootSource {
-        StoreBootSource { store, cache: Mutex::new(BTreeMap::new()) }
+        StoreBootSource {
+            store,
+            cache: Mutex::new(BTreeMap::new()),
+        }
     }
 
     fn bytes(&self, file_id: u64, size: u64) -> Option<Arc<[u8]>> {
-        if let Some(bytes) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&file_id) {
+        if let Some(bytes) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&file_id)
+        {
             return Some(Arc::clone(bytes));
         }
         let mut bytes = Vec::with_capacity(usize::try_from(size).ok()?);
         {
             let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
             while (bytes.len() as u64) < size {
-                let part = store.read_file(file_id, bytes.len() as u64, ironroot_store::view::READ_LEN_MAX).ok()?;
+                let part = store
+                    .read_file(
+                        file_id,
+                        bytes.len() as u64,
+                        ironroot_store::view::READ_LEN_MAX,
+                    )
+                    .ok()?;
                 if part.is_empty() {
                     break;
                 }
@@ -82,7 +98,9 @@ impl FileSource for StoreBootSource {
             lookup(&store, &components)
         };
         let not_found = || OpenError::NotFound { path: path.clone() };
-        let (file_id, size) = found.filter(|(_, size)| *size <= FILE_BYTES_MAX).ok_or_else(not_found)?;
+        let (file_id, size) = found
+            .filter(|(_, size)| *size <= FILE_BYTES_MAX)
+            .ok_or_else(not_found)?;
         let bytes = self.bytes(file_id, size).ok_or_else(not_found)?;
         Ok(OpenFile::from_bytes(bytes))
     }
@@ -117,10 +135,17 @@ pub fn stage_kernel(
     std::fs::create_dir_all(&tree)?;
     {
         let store = store.lock().unwrap_or_else(|p| p.into_inner());
-        let generation = store.state().current(image).ok_or_else(|| ImportKernelError::UnknownImage(image.to_owned()))?;
+        let generation = store
+            .state()
+            .current(image)
+            .ok_or_else(|| ImportKernelError::UnknownImage(image.to_owned()))?;
         let export = |what: &str, root: &ironroot_store::model::Node, dest: &std::path::Path| {
-            ironroot_store::export::export_tree(store.objects(), root, dest)
-                .map_err(|e| ImportKernelError::Export { what: what.to_owned(), message: e.to_string() })
+            ironroot_store::export::export_tree(store.objects(), root, dest).map_err(|e| {
+                ImportKernelError::Export {
+                    what: what.to_owned(),
+                    message: e.to_string(),
+                }
+            })
         };
         export(image, &generation.root, &image_root)?;
         if let Some(boot) = store.state().current(BOOT_IMAGE) {

@@ -80,7 +80,9 @@ pub struct AdminSection {
 
 impl Default for AdminSection {
     fn default() -> AdminSection {
-        AdminSection { socket: PathBuf::from("/run/ironroot/admin.sock") }
+        AdminSection {
+            socket: PathBuf::from("/run/ironroot/admin.sock"),
+        }
     }
 }
 
@@ -93,7 +95,9 @@ pub struct MetricsSection {
 
 impl Default for MetricsSection {
     fn default() -> MetricsSection {
-        MetricsSection { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9450))) }
+        MetricsSection {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9450))),
+        }
     }
 }
 
@@ -108,11 +112,18 @@ pub struct LogSection {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: {source}")]
-    Read { file: String, source: std::io::Error },
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
     #[error("{file}: {path}: {message}")]
-    Invalid { file: String, path: String, message: String },
+    Invalid {
+        file: String,
+        path: String,
+        message: String,
+    },
 }
 
 /// What a node runs with.
@@ -143,12 +154,18 @@ impl IronrootFile {
     /// Read and parse (not yet validate) the file at `path`.
     pub fn load(path: &Path) -> Result<IronrootFile, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
         IronrootFile::parse(&text, &file)
     }
 
     pub fn parse(text: &str, file: &str) -> Result<IronrootFile, ConfigError> {
-        toml::from_str(text).map_err(|error| ConfigError::Parse { file: file.to_owned(), message: error.to_string() })
+        toml::from_str(text).map_err(|error| ConfigError::Parse {
+            file: file.to_owned(),
+            message: error.to_string(),
+        })
     }
 
     /// Validate for node `name`; reads the handle key file.
@@ -158,18 +175,32 @@ impl IronrootFile {
             path: path.to_owned(),
             message,
         };
-        let cluster = self.cluster.validate(name).map_err(|e| invalid(&format!("cluster.{}", e.path), e.problem.to_string()))?;
+        let cluster = self
+            .cluster
+            .validate(name)
+            .map_err(|e| invalid(&format!("cluster.{}", e.path), e.problem.to_string()))?;
         if cluster.vip.lifetime.subsec_millis() != 0 {
             return Err(invalid(
                 "cluster.vip.lifetime_ms",
                 "must be whole seconds: the kernel's valid_lft counts seconds".to_owned(),
             ));
         }
-        self.dhcp.validate().map_err(|e| invalid("dhcp", e.to_string()))?;
+        self.dhcp
+            .validate()
+            .map_err(|e| invalid("dhcp", e.to_string()))?;
         if self.dhcp.vip != cluster.vip.addr {
-            return Err(invalid("dhcp.vip", format!("{} differs from cluster.vip.addr {}", self.dhcp.vip, cluster.vip.addr)));
+            return Err(invalid(
+                "dhcp.vip",
+                format!(
+                    "{} differs from cluster.vip.addr {}",
+                    self.dhcp.vip, cluster.vip.addr
+                ),
+            ));
         }
-        let tftp = self.tftp.validate().map_err(|e| invalid("tftp", e.to_string()))?;
+        let tftp = self
+            .tftp
+            .validate()
+            .map_err(|e| invalid("tftp", e.to_string()))?;
         let ports = [
             ("nfs.portmap_port", self.nfs.portmap_port),
             ("nfs.mount_port", self.nfs.mount_port),
@@ -180,7 +211,8 @@ impl IronrootFile {
                 return Err(invalid(key, format!("{port} is zero or used twice")));
             }
         }
-        let handle_key = read_key(&self.nfs.handle_key_file).map_err(|message| invalid("nfs.handle_key_file", message))?;
+        let handle_key = read_key(&self.nfs.handle_key_file)
+            .map_err(|message| invalid("nfs.handle_key_file", message))?;
         Ok(NodeSettings {
             name: name.to_owned(),
             cluster,
@@ -198,12 +230,19 @@ impl IronrootFile {
 
     /// Validate for the witness role.
     pub fn witness(&self, file: &str) -> Result<WitnessSettings, ConfigError> {
-        let witness = self.cluster.validate_witness().map_err(|e| ConfigError::Invalid {
-            file: file.to_owned(),
-            path: format!("cluster.{}", e.path),
-            message: e.problem.to_string(),
-        })?;
-        Ok(WitnessSettings { witness, state_dir: self.store.dir.clone(), log: self.log.clone() })
+        let witness = self
+            .cluster
+            .validate_witness()
+            .map_err(|e| ConfigError::Invalid {
+                file: file.to_owned(),
+                path: format!("cluster.{}", e.path),
+                message: e.problem.to_string(),
+            })?;
+        Ok(WitnessSettings {
+            witness,
+            state_dir: self.store.dir.clone(),
+            log: self.log.clone(),
+        })
     }
 }
 
@@ -212,7 +251,11 @@ pub fn read_key(path: &Path) -> Result<[u8; 32], String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let hex: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     if hex.len() != 64 {
-        return Err(format!("{}: expected 64 hex digits, found {}", path.display(), hex.len()));
+        return Err(format!(
+            "{}: expected 64 hex digits, found {}",
+            path.display(),
+            hex.len()
+        ));
     }
     let mut key = [0u8; 32];
     for (i, byte) in key.iter_mut().enumerate() {
@@ -232,7 +275,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("handle.key");
         std::fs::write(&key, "00".repeat(32)).expect("key");
-        (dir, text.replace("/etc/ironroot/handle.key", &key.display().to_string()))
+        (
+            dir,
+            text.replace("/etc/ironroot/handle.key", &key.display().to_string()),
+        )
     }
 
     #[test]
@@ -250,21 +296,41 @@ mod tests {
     fn errors_name_the_file_and_key_path() {
         let (_dir, text) = with_key(EXAMPLE);
         let unknown = text.replace("[store]\n", "[store]\ndri = \"x\"\n");
-        let error = IronrootFile::parse(&unknown, "ironroot.toml").expect_err("unknown key").to_string();
-        assert!(error.starts_with("ironroot.toml: ") && error.contains("dri"), "{error}");
+        let error = IronrootFile::parse(&unknown, "ironroot.toml")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(
+            error.starts_with("ironroot.toml: ") && error.contains("dri"),
+            "{error}"
+        );
 
         let file = IronrootFile::parse(&text, "ironroot.toml").expect("parses");
-        let error = file.node("ctl-c", "ironroot.toml").expect_err("unknown node").to_string();
+        let error = file
+            .node("ctl-c", "ironroot.toml")
+            .expect_err("unknown node")
+            .to_string();
         assert!(error.starts_with("ironroot.toml: cluster."), "{error}");
 
         let wrong_vip = text.replace("vip = \"192.0.2.10\"", "vip = \"192.0.2.11\"");
         let file = IronrootFile::parse(&wrong_vip, "ironroot.toml").expect("parses");
-        let error = file.node("ctl-a", "ironroot.toml").expect_err("vip mismatch").to_string();
-        assert_eq!(error, "ironroot.toml: dhcp.vip: 192.0.2.11 differs from cluster.vip.addr 192.0.2.10");
+        let error = file
+            .node("ctl-a", "ironroot.toml")
+            .expect_err("vip mismatch")
+            .to_string();
+        assert_eq!(
+            error,
+            "ironroot.toml: dhcp.vip: 192.0.2.11 differs from cluster.vip.addr 192.0.2.10"
+        );
 
         let missing_key = EXAMPLE.replace("/etc/ironroot/handle.key", "/nonexistent/handle.key");
         let file = IronrootFile::parse(&missing_key, "ironroot.toml").expect("parses");
-        let error = file.node("ctl-a", "ironroot.toml").expect_err("missing key file").to_string();
-        assert!(error.starts_with("ironroot.toml: nfs.handle_key_file: /nonexistent/handle.key:"), "{error}");
+        let error = file
+            .node("ctl-a", "ironroot.toml")
+            .expect_err("missing key file")
+            .to_string();
+        assert!(
+            error.starts_with("ironroot.toml: nfs.handle_key_file: /nonexistent/handle.key:"),
+            "{error}"
+        );
     }
 }

@@ -28,7 +28,9 @@ fn parse_mac(text: &str) -> Result<[u8; 6], String> {
     let parts: Vec<&str> = text.split([':', '-']).collect();
     let mut mac = [0u8; 6];
     if parts.len() != 6 {
-        return Err(format!("{text}: a MAC address has six parts (52:54:00:12:34:56)"));
+        return Err(format!(
+            "{text}: a MAC address has six parts (52:54:00:12:34:56)"
+        ));
     }
     for (byte, part) in mac.iter_mut().zip(parts) {
         *byte = u8::from_str_radix(part, 16).map_err(|_| format!("{text}: {part} is not hex"))?;
@@ -40,12 +42,20 @@ fn now_timestamp() -> Timestamp {
     // The admin API runs only in production, on the node's real clock.
     #[allow(clippy::disallowed_methods)]
     let now = std::time::SystemTime::now();
-    let since = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Timestamp { secs: i64::try_from(since.as_secs()).unwrap_or(i64::MAX), nanos: since.subsec_nanos() }
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        secs: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        nanos: since.subsec_nanos(),
+    }
 }
 
 fn mac_text(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl crate::admin::Handler for Handler {
@@ -58,7 +68,10 @@ impl crate::admin::Handler for Handler {
         match request {
             Request::Status {} => self.status(),
             Request::Switchover {} => self.admin(Admin::Switchover, "switchover requested"),
-            Request::Standby { on } => self.admin(Admin::Standby(on), if on { "standby on" } else { "standby off" }),
+            Request::Standby { on } => self.admin(
+                Admin::Standby(on),
+                if on { "standby on" } else { "standby off" },
+            ),
             other => self.store_request(other).await,
         }
     }
@@ -83,7 +96,10 @@ impl Handler {
         let images: Vec<_> = state
             .refs
             .iter()
-            .filter_map(|(name, generation)| name.strip_prefix("image/").map(|image| json!({ "image": image, "generation": generation })))
+            .filter_map(|(name, generation)| {
+                name.strip_prefix("image/")
+                    .map(|image| json!({ "image": image, "generation": generation }))
+            })
             .collect();
         Response::ok(json!({
             "node": status.node,
@@ -130,25 +146,49 @@ impl Handler {
                 }
                 let message = format!("import from {from}");
                 if path.is_dir() {
-                    Box::new(move |store: &mut Store| store.import_dir(&name, &path, now_timestamp(), &message))
+                    Box::new(move |store: &mut Store| {
+                        store.import_dir(&name, &path, now_timestamp(), &message)
+                    })
                 } else {
                     let file = std::fs::File::open(&path).map_err(|e| format!("{from}: {e}"))?;
-                    Box::new(move |store: &mut Store| store.import_tar(&name, file, now_timestamp(), &message))
+                    Box::new(move |store: &mut Store| {
+                        store.import_tar(&name, file, now_timestamp(), &message)
+                    })
                 }
             }
             Request::ImageRollback { name, generation } => Box::new(move |store: &mut Store| {
-                store.rollback(&name, generation, now_timestamp(), &format!("rollback to {generation}"))
+                store.rollback(
+                    &name,
+                    generation,
+                    now_timestamp(),
+                    &format!("rollback to {generation}"),
+                )
             }),
-            Request::ClientAdd { name, mac, ip, image } => {
+            Request::ClientAdd {
+                name,
+                mac,
+                ip,
+                image,
+            } => {
                 let mac = parse_mac(&mac)?;
-                let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| format!("{ip}: not an IPv4 address"))?;
+                let ip: std::net::Ipv4Addr = ip
+                    .parse()
+                    .map_err(|_| format!("{ip}: not an IPv4 address"))?;
                 if state.current(&image).is_none() {
                     return Err(format!("no image named {image}; import it first"));
                 }
-                if let Some((other, _)) = state.client_by_ipv4(ip.octets()).filter(|(other, _)| *other != mac) {
-                    return Err(format!("{ip} is already the address of {}", mac_text(&other)));
+                if let Some((other, _)) = state
+                    .client_by_ipv4(ip.octets())
+                    .filter(|(other, _)| *other != mac)
+                {
+                    return Err(format!(
+                        "{ip} is already the address of {}",
+                        mac_text(&other)
+                    ));
                 }
-                Box::new(move |store: &mut Store| store.upsert_client(mac, &name, ip.octets(), &image, None))
+                Box::new(move |store: &mut Store| {
+                    store.upsert_client(mac, &name, ip.octets(), &image, None)
+                })
             }
             Request::ClientException { name, path, from } => {
                 let (mac, client) = state
@@ -158,14 +198,21 @@ impl Handler {
                     .map(|(mac, c)| (*mac, c.clone()))
                     .ok_or_else(|| format!("no client named {name}"))?;
                 let relative = path.trim_start_matches('/').to_owned();
-                if relative.is_empty() || relative.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-                    return Err(format!("{path}: give a path inside the image, like /etc/hostname"));
+                if relative.is_empty()
+                    || relative
+                        .split('/')
+                        .any(|c| c.is_empty() || c == "." || c == "..")
+                {
+                    return Err(format!(
+                        "{path}: give a path inside the image, like /etc/hostname"
+                    ));
                 }
                 let content = std::fs::read(&from).map_err(|e| format!("{from}: {e}"))?;
                 // The client's exception tree as it is, plus this file.
                 let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
                 if let Some(exceptions) = &client.exceptions {
-                    ironroot_store::export::export_tree(store.objects(), exceptions, dir.path()).map_err(|e| e.to_string())?;
+                    ironroot_store::export::export_tree(store.objects(), exceptions, dir.path())
+                        .map_err(|e| e.to_string())?;
                 }
                 let target = dir.path().join(&relative);
                 if let Some(parent) = target.parent() {
@@ -173,12 +220,23 @@ impl Handler {
                 }
                 std::fs::write(&target, content).map_err(|e| e.to_string())?;
                 Box::new(move |store: &mut Store| {
-                    let staged = ironroot_store::stage::import_dir(store.objects_mut(), dir.path())?;
-                    store.upsert_client(mac, &client.name, client.ipv4, &client.image, Some(&staged))
+                    let staged =
+                        ironroot_store::stage::import_dir(store.objects_mut(), dir.path())?;
+                    store.upsert_client(
+                        mac,
+                        &client.name,
+                        client.ipv4,
+                        &client.image,
+                        Some(&staged),
+                    )
                 })
             }
             Request::ClientRemove { name } => {
-                let mac = state.clients.iter().find(|(_, c)| c.name == name).map(|(mac, _)| *mac);
+                let mac = state
+                    .clients
+                    .iter()
+                    .find(|(_, c)| c.name == name)
+                    .map(|(mac, _)| *mac);
                 let mac = mac.ok_or_else(|| format!("no client named {name}"))?;
                 Box::new(move |store: &mut Store| store.remove_client(mac))
             }
@@ -193,8 +251,13 @@ impl Handler {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let staging = dir.path().to_owned();
         let built = tokio::task::spawn_blocking(move || {
-            crate::boottree::stage_kernel(&store, &image, deb.map(std::path::PathBuf::from), &staging)
-                .map(|files| (files, image))
+            crate::boottree::stage_kernel(
+                &store,
+                &image,
+                deb.map(std::path::PathBuf::from),
+                &staging,
+            )
+            .map(|files| (files, image))
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -203,7 +266,12 @@ impl Handler {
         let message = format!("boot import-kernel {image}");
         Ok(Box::new(move |store: &mut Store| {
             let tree = dir.path().join("tree");
-            store.import_dir(crate::boottree::BOOT_IMAGE, &tree, now_timestamp(), &message)
+            store.import_dir(
+                crate::boottree::BOOT_IMAGE,
+                &tree,
+                now_timestamp(),
+                &message,
+            )
         }))
     }
 
@@ -212,7 +280,11 @@ impl Handler {
             return response;
         }
         let write = match request {
-            Request::BootImportKernel { image, deb, from_image: _ } => self.import_kernel(image, deb).await,
+            Request::BootImportKernel {
+                image,
+                deb,
+                from_image: _,
+            } => self.import_kernel(image, deb).await,
             other => self.write_fn(other),
         };
         let write = match write {
@@ -231,7 +303,8 @@ impl Handler {
     }
 }
 
-type WriteFn = Box<dyn FnOnce(&mut Store) -> Result<ironroot_store::journal::Record, StoreError> + Send>;
+type WriteFn =
+    Box<dyn FnOnce(&mut Store) -> Result<ironroot_store::journal::Record, StoreError> + Send>;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -241,7 +314,9 @@ fn hex(bytes: &[u8]) -> String {
 /// unsafe modes never fence).
 pub fn fence_for(config: &ClusterConfig) -> NodeFence {
     match &config.quorum {
-        QuorumMode::Fencing(fencing) => NodeFence(Some(ironroot_cluster::CommandFence::new(fencing.command.clone()))),
+        QuorumMode::Fencing(fencing) => NodeFence(Some(ironroot_cluster::CommandFence::new(
+            fencing.command.clone(),
+        ))),
         QuorumMode::Witness { .. } | QuorumMode::Unsafe => NodeFence(None),
     }
 }
@@ -265,14 +340,45 @@ impl ironroot_cluster::Fence for NodeFence {
 /// Metrics of the node.
 pub fn samples(state: &NodeState) -> Vec<Sample> {
     let status = state.status();
-    let mut samples: Vec<Sample> = ["starting", "standby", "promoting", "active", "stopping", "outdated", "maintenance"]
-        .iter()
-        .map(|role| Sample::gauge("ironroot_role", "Cluster role of this node (1 = current).", f64::from(u8::from(status.role == *role))).label("role", *role))
-        .collect();
-    samples.push(Sample::gauge("ironroot_peer_alive", "Whether heartbeats from the peer arrive.", f64::from(u8::from(status.peer == "alive"))));
-    samples.push(Sample::counter("ironroot_failovers_total", "Times this node became active.", status.failovers));
+    let mut samples: Vec<Sample> = [
+        "starting",
+        "standby",
+        "promoting",
+        "active",
+        "stopping",
+        "outdated",
+        "maintenance",
+    ]
+    .iter()
+    .map(|role| {
+        Sample::gauge(
+            "ironroot_role",
+            "Cluster role of this node (1 = current).",
+            f64::from(u8::from(status.role == *role)),
+        )
+        .label("role", *role)
+    })
+    .collect();
+    samples.push(Sample::gauge(
+        "ironroot_peer_alive",
+        "Whether heartbeats from the peer arrive.",
+        f64::from(u8::from(status.peer == "alive")),
+    ));
+    samples.push(Sample::counter(
+        "ironroot_failovers_total",
+        "Times this node became active.",
+        status.failovers,
+    ));
     let store = state.store.lock().unwrap_or_else(|p| p.into_inner());
-    samples.push(Sample::gauge("ironroot_store_last_seq", "Last journal entry applied.", store.state().last_seq() as f64));
-    samples.push(Sample::gauge("ironroot_clients", "Clients in the registry.", store.state().clients.len() as f64));
+    samples.push(Sample::gauge(
+        "ironroot_store_last_seq",
+        "Last journal entry applied.",
+        store.state().last_seq() as f64,
+    ));
+    samples.push(Sample::gauge(
+        "ironroot_clients",
+        "Clients in the registry.",
+        store.state().clients.len() as f64,
+    ));
     samples
 }

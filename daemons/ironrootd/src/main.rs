@@ -15,7 +15,11 @@ enum Role {
 }
 
 #[derive(Parser)]
-#[command(name = "ironrootd", version, about = "The ironroot control-node daemon")]
+#[command(
+    name = "ironrootd",
+    version,
+    about = "The ironroot control-node daemon"
+)]
 struct Args {
     /// The configuration file (the same on both nodes and the witness).
     #[arg(long, default_value = "/etc/ironroot/ironroot.toml")]
@@ -31,7 +35,9 @@ struct Args {
 }
 
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn init_logging(json: bool) {
@@ -59,7 +65,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ironrootd: cannot start the runtime: {error}");

@@ -33,11 +33,23 @@ pub struct Sample {
 
 impl Sample {
     pub fn counter(name: &'static str, help: &'static str, value: u64) -> Sample {
-        Sample { name, help, kind: Kind::Counter, labels: Vec::new(), value: value as f64 }
+        Sample {
+            name,
+            help,
+            kind: Kind::Counter,
+            labels: Vec::new(),
+            value: value as f64,
+        }
     }
 
     pub fn gauge(name: &'static str, help: &'static str, value: f64) -> Sample {
-        Sample { name, help, kind: Kind::Gauge, labels: Vec::new(), value }
+        Sample {
+            name,
+            help,
+            kind: Kind::Gauge,
+            labels: Vec::new(),
+            value,
+        }
     }
 
     pub fn label(mut self, key: &'static str, value: impl Into<String>) -> Sample {
@@ -47,7 +59,10 @@ impl Sample {
 }
 
 fn escape_label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Render samples; samples of one name are grouped under one HELP/TYPE.
@@ -69,9 +84,16 @@ pub fn render(samples: &[Sample]) -> String {
             let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", first.help);
         }
         for sample in family {
-            let labels: Vec<String> =
-                sample.labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label(v))).collect();
-            let labels = if labels.is_empty() { String::new() } else { format!("{{{}}}", labels.join(",")) };
+            let labels: Vec<String> = sample
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                .collect();
+            let labels = if labels.is_empty() {
+                String::new()
+            } else {
+                format!("{{{}}}", labels.join(","))
+            };
             let _ = writeln!(out, "{name}{labels} {}", sample.value);
         }
     }
@@ -94,7 +116,8 @@ where
         let (rt, collect) = (rt.clone(), std::sync::Arc::clone(&collect));
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = ironroot_net::timeout(&rt, REQUEST_TIMEOUT, answer(stream, collect.as_ref())).await;
+            let _ =
+                ironroot_net::timeout(&rt, REQUEST_TIMEOUT, answer(stream, collect.as_ref())).await;
         });
     }
 }
@@ -113,7 +136,8 @@ where
         }
         head.extend_from_slice(&buf[..read]);
     }
-    let (status, body) = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
+    let (status, body) = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?")
+    {
         ("200 OK", render(&collect()))
     } else {
         ("404 Not Found", "try GET /metrics\n".to_owned())
@@ -133,31 +157,45 @@ mod tests {
     #[test]
     fn renders_families_once_with_labels() {
         let samples = vec![
-            Sample::gauge("ironroot_role", "Role of this node (1 = current).", 1.0).label("role", "active"),
+            Sample::gauge("ironroot_role", "Role of this node (1 = current).", 1.0)
+                .label("role", "active"),
             Sample::counter("ironroot_nfs_calls_total", "NFS calls answered.", 7),
-            Sample::gauge("ironroot_role", "Role of this node (1 = current).", 0.0).label("role", "stand\"by"),
+            Sample::gauge("ironroot_role", "Role of this node (1 = current).", 0.0)
+                .label("role", "stand\"by"),
         ];
         let text = render(&samples);
         assert_eq!(text.matches("# TYPE ironroot_role gauge").count(), 1);
-        assert!(text.contains("ironroot_role{role=\"active\"} 1\n"), "{text}");
-        assert!(text.contains("ironroot_role{role=\"stand\\\"by\"} 0\n"), "{text}");
+        assert!(
+            text.contains("ironroot_role{role=\"active\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ironroot_role{role=\"stand\\\"by\"} 0\n"),
+            "{text}"
+        );
         assert!(text.contains("ironroot_nfs_calls_total 7\n"), "{text}");
     }
 
     #[tokio::test]
     async fn serves_get_metrics_over_tcp() {
         let rt = ironroot_net::tokio_backend::TokioRuntime::with_seed(1);
-        let listener = rt.listen_tcp("127.0.0.1:0".parse().expect("addr")).await.expect("listen");
+        let listener = rt
+            .listen_tcp("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("listen");
         let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(serve(rt.clone(), listener, || vec![Sample::counter("x_total", "X.", 3)]));
+        let server = tokio::spawn(serve(rt.clone(), listener, || {
+            vec![Sample::counter("x_total", "X.", 3)]
+        }));
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
         let mut reply = String::new();
         stream.read_to_string(&mut reply).await.expect("read");
         assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
         assert!(reply.ends_with("x_total 3\n"), "{reply}");
         server.abort();
     }
-
-    use ironroot_net::Runtime as _;
 }

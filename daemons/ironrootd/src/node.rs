@@ -41,7 +41,10 @@ pub struct NodeState {
 
 impl NodeState {
     pub fn status(&self) -> NodeStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -60,17 +63,29 @@ impl Registry for StoreRegistry {
     }
 
     fn is_reserved(&self, ip: Ipv4Addr) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).client_by_ipv4(ip.octets()).is_some()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .client_by_ipv4(ip.octets())
+            .is_some()
     }
 }
 
 fn open_store(settings: &NodeSettings) -> anyhow::Result<SharedStore> {
     std::fs::create_dir_all(&settings.store.dir)
         .with_context(|| format!("store.dir {}", settings.store.dir.display()))?;
-    let storage = FsStorage::open(&settings.store.dir)
-        .with_context(|| format!("store.dir {}: cannot open the store", settings.store.dir.display()))?;
-    let (store, report) = Store::open(Arc::new(storage))
-        .with_context(|| format!("store.dir {}: cannot open the store", settings.store.dir.display()))?;
+    let storage = FsStorage::open(&settings.store.dir).with_context(|| {
+        format!(
+            "store.dir {}: cannot open the store",
+            settings.store.dir.display()
+        )
+    })?;
+    let (store, report) = Store::open(Arc::new(storage)).with_context(|| {
+        format!(
+            "store.dir {}: cannot open the store",
+            settings.store.dir.display()
+        )
+    })?;
     tracing::info!(?report, "store opened");
     Ok(Arc::new(Mutex::new(store)))
 }
@@ -83,7 +98,10 @@ fn nfs_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore) 
         handle_key: settings.handle_key,
         ..ironroot_nfs::Config::default()
     };
-    let server = Arc::new(ironroot_nfs::Server::new(config, StoreFs::new(Arc::clone(store))));
+    let server = Arc::new(ironroot_nfs::Server::new(
+        config,
+        StoreFs::new(Arc::clone(store)),
+    ));
     let rt = rt.clone();
     Service::new(
         "nfs",
@@ -93,7 +111,8 @@ fn nfs_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore) 
                 let config = server.config().clone();
                 let mut endpoints = Vec::new();
                 for port in [config.portmap_port, config.mount_port, config.nfs_port] {
-                    endpoints.push(ironroot_nfs::driver::bind(&rt, Ipv4Addr::UNSPECIFIED, port).await?);
+                    endpoints
+                        .push(ironroot_nfs::driver::bind(&rt, Ipv4Addr::UNSPECIFIED, port).await?);
                 }
                 let serve: ironroot_net::resource::BoxFuture<'static, std::io::Result<()>> =
                     Box::pin(ironroot_nfs::driver::serve(rt, server, endpoints));
@@ -110,7 +129,10 @@ fn tftp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore)
         vip: settings.cluster.vip.addr,
         extra: settings.boot_extra.clone(),
     };
-    let source = ironroot_tftp::source::WithGenerated { generated, tree: tree_source };
+    let source = ironroot_tftp::source::WithGenerated {
+        generated,
+        tree: tree_source,
+    };
     let server = ironroot_tftp::Server::new(settings.tftp, source);
     let rt = rt.clone();
     Service::new(
@@ -133,7 +155,12 @@ fn dhcp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore)
     Service::new(
         "dhcp",
         Box::new(move || {
-            let (rt, config, store, device) = (rt.clone(), config.clone(), Arc::clone(&store), device.clone());
+            let (rt, config, store, device) = (
+                rt.clone(),
+                config.clone(),
+                Arc::clone(&store),
+                device.clone(),
+            );
             Box::pin(async move {
                 let server = ironroot_dhcp::DhcpServer::new(config, StoreRegistry(store))
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -141,9 +168,12 @@ fn dhcp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore)
                 let options = ironroot_dhcp::DriverOptions::standard(proxy, device);
                 // Leases of the dynamic pool are kept in memory on this node.
                 let log = Arc::new(ironroot_dhcp::leases::MemoryLeaseLog::default());
-                let serve: ironroot_net::resource::BoxFuture<'static, std::io::Result<()>> = Box::pin(async move {
-                    ironroot_dhcp::serve(rt, server, log, options, std::future::pending()).await.map(|_| ())
-                });
+                let serve: ironroot_net::resource::BoxFuture<'static, std::io::Result<()>> =
+                    Box::pin(async move {
+                        ironroot_dhcp::serve(rt, server, log, options, std::future::pending())
+                            .await
+                            .map(|_| ())
+                    });
                 Ok(serve)
             })
         }),
@@ -186,7 +216,13 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let rt = TokioRuntime::new().context("seeding the runtime")?;
     let store = open_store(&settings)?;
     let replication = Replication::default();
-    let peer_ip = settings.cluster.peer.links.first().map(|a| a.ip()).context("cluster: the peer has no link")?;
+    let peer_ip = settings
+        .cluster
+        .peer
+        .links
+        .first()
+        .map(|a| a.ip())
+        .context("cluster: the peer has no link")?;
     let replication_settings = ReplicationSettings {
         node_id: u32::from(settings.cluster.local.id.0),
         listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.store.replication_port)),
@@ -207,7 +243,13 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         Arc::new(move || status.lock().unwrap_or_else(|p| p.into_inner()).peer == "alive")
     };
     let resources: Vec<Box<dyn Resource>> = vec![
-        Box::new(StoreResource::new(rt.clone(), Arc::clone(&store), replication.clone(), replication_settings, peer_alive)),
+        Box::new(StoreResource::new(
+            rt.clone(),
+            Arc::clone(&store),
+            replication.clone(),
+            replication_settings,
+            peer_alive,
+        )),
         Box::new(nfs_service(&rt, &settings, &store)),
         Box::new(tftp_service(&rt, &settings, &store)),
         Box::new(dhcp_service(&rt, &settings, &store)),
@@ -216,18 +258,38 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let (admin_tx, admin_rx) = mpsc::channel(8);
     tokio::spawn(record_events(events_rx, Arc::clone(&status)));
     let settings = Arc::new(settings);
-    let state = NodeState { status, store, replication, admin: admin_tx, settings: Arc::clone(&settings) };
+    let state = NodeState {
+        status,
+        store,
+        replication,
+        admin: admin_tx,
+        settings: Arc::clone(&settings),
+    };
     if let Some(parent) = settings.admin.socket.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("admin.socket {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("admin.socket {}", parent.display()))?;
     }
-    let admin = tokio::spawn(crate::admin::serve_path(settings.admin.socket.clone(), crate::handler::Handler::new(state.clone())));
+    let admin = tokio::spawn(crate::admin::serve_path(
+        settings.admin.socket.clone(),
+        crate::handler::Handler::new(state.clone()),
+    ));
     if let Some(listen) = settings.metrics.listen {
         spawn_metrics(&rt, listen, state.clone()).await?;
     }
     let incarnation = FileIncarnationStore::new(settings.store.dir.join("incarnation"));
-    let hooks = ironroot_cluster::driver::Hooks { events: Some(events_tx), admin: Some(admin_rx) };
+    let hooks = ironroot_cluster::driver::Hooks {
+        events: Some(events_tx),
+        admin: Some(admin_rx),
+    };
     let fence = crate::handler::fence_for(&settings.cluster);
-    let cluster = ironroot_cluster::run_node(rt, settings.cluster.clone(), incarnation, resources, fence, hooks);
+    let cluster = ironroot_cluster::run_node(
+        rt,
+        settings.cluster.clone(),
+        incarnation,
+        resources,
+        fence,
+        hooks,
+    );
     tokio::pin!(cluster);
     tokio::select! {
         biased;
@@ -259,9 +321,18 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
 /// Longest wait for an orderly stop on SIGTERM.
 const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn spawn_metrics(rt: &TokioRuntime, listen: SocketAddr, state: NodeState) -> anyhow::Result<()> {
+async fn spawn_metrics(
+    rt: &TokioRuntime,
+    listen: SocketAddr,
+    state: NodeState,
+) -> anyhow::Result<()> {
     use ironroot_net::Runtime;
-    let listener = rt.listen_tcp(listen).await.with_context(|| format!("metrics.listen {listen}"))?;
-    tokio::spawn(crate::metrics::serve(rt.clone(), listener, move || crate::handler::samples(&state)));
+    let listener = rt
+        .listen_tcp(listen)
+        .await
+        .with_context(|| format!("metrics.listen {listen}"))?;
+    tokio::spawn(crate::metrics::serve(rt.clone(), listener, move || {
+        crate::handler::samples(&state)
+    }));
     Ok(())
 }

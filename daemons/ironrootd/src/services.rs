@@ -9,14 +9,17 @@ use std::sync::{Arc, Mutex};
 use ironroot_net::resource::BoxFuture;
 use ironroot_net::tokio_backend::TokioRuntime;
 use ironroot_net::{Health, Resource, ResourceError, Runtime};
-use ironroot_store::replication::driver::{run_secondary, spawn_primary, DriverConfig, PrimaryHandle};
+use ironroot_store::replication::driver::{
+    run_secondary, spawn_primary, DriverConfig, PrimaryHandle,
+};
 use ironroot_store::replication::{ReplicationConfig, ReplicationPrimary, ReplicationSecondary};
 
 use crate::storefs::SharedStore;
 
 /// Binds, then returns the future that serves until it fails.
-pub type Starter =
-    Box<dyn Fn() -> BoxFuture<'static, io::Result<BoxFuture<'static, io::Result<()>>>> + Send + Sync>;
+pub type Starter = Box<
+    dyn Fn() -> BoxFuture<'static, io::Result<BoxFuture<'static, io::Result<()>>>> + Send + Sync,
+>;
 
 /// A network service run as a task.
 pub struct Service {
@@ -27,12 +30,20 @@ pub struct Service {
 
 impl Service {
     pub fn new(name: &'static str, starter: Starter) -> Service {
-        Service { name, starter, task: None }
+        Service {
+            name,
+            starter,
+            task: None,
+        }
     }
 }
 
 fn failed(resource: &str, operation: &'static str, error: io::Error) -> ResourceError {
-    ResourceError::Failed { resource: resource.to_owned(), operation, source: Box::new(error) }
+    ResourceError::Failed {
+        resource: resource.to_owned(),
+        operation,
+        source: Box::new(error),
+    }
 }
 
 impl Resource for Service {
@@ -45,7 +56,9 @@ impl Resource for Service {
             if self.task.as_ref().is_some_and(|task| !task.is_finished()) {
                 return Ok(());
             }
-            let serve = (self.starter)().await.map_err(|e| failed(self.name, "start", e))?;
+            let serve = (self.starter)()
+                .await
+                .map_err(|e| failed(self.name, "start", e))?;
             self.task = Some(tokio::spawn(serve));
             tracing::info!(service = self.name, "started");
             Ok(())
@@ -66,7 +79,9 @@ impl Resource for Service {
     fn monitor(&mut self) -> BoxFuture<'_, Health> {
         Box::pin(async move {
             match &self.task {
-                Some(task) if task.is_finished() => Health::Failed(format!("{} stopped serving", self.name)),
+                Some(task) if task.is_finished() => {
+                    Health::Failed(format!("{} stopped serving", self.name))
+                }
                 Some(_) => Health::Healthy,
                 None => Health::Failed(format!("{} is not running", self.name)),
             }
@@ -98,7 +113,10 @@ impl Replication {
     }
 
     fn set(&self, role: ReplicationRole) {
-        let old = std::mem::replace(&mut *self.inner.lock().unwrap_or_else(|p| p.into_inner()), role);
+        let old = std::mem::replace(
+            &mut *self.inner.lock().unwrap_or_else(|p| p.into_inner()),
+            role,
+        );
         if let ReplicationRole::Secondary(task) = old {
             task.abort();
         }
@@ -138,7 +156,10 @@ pub async fn start_secondary(
     Ok(())
 }
 
-async fn log_replication_events(role: &'static str, mut events: tokio::sync::mpsc::Receiver<ironroot_store::replication::Event>) {
+async fn log_replication_events(
+    role: &'static str,
+    mut events: tokio::sync::mpsc::Receiver<ironroot_store::replication::Event>,
+) {
     while let Some(event) = events.recv().await {
         tracing::info!(role, ?event, "replication");
     }
@@ -165,7 +186,13 @@ impl StoreResource {
         settings: ReplicationSettings,
         peer_alive: Arc<dyn Fn() -> bool + Send + Sync>,
     ) -> StoreResource {
-        StoreResource { rt, store, replication, settings, peer_alive }
+        StoreResource {
+            rt,
+            store,
+            replication,
+            settings,
+            peer_alive,
+        }
     }
 }
 
@@ -186,11 +213,19 @@ impl Resource for StoreResource {
             };
             tracing::info!(?epoch, "store promoted");
             let machine = ReplicationPrimary::new(ReplicationConfig::new(self.settings.node_id));
-            let (handle, events) =
-                spawn_primary(self.rt.clone(), Arc::clone(&self.store), machine, self.settings.peer, DriverConfig::default());
+            let (handle, events) = spawn_primary(
+                self.rt.clone(),
+                Arc::clone(&self.store),
+                machine,
+                self.settings.peer,
+                DriverConfig::default(),
+            );
             tokio::spawn(log_replication_events("primary", events));
             if !(self.peer_alive)() {
-                handle.peer_outdated().await.map_err(|e| failed("store", "start", io::Error::other(e)))?;
+                handle
+                    .peer_outdated()
+                    .await
+                    .map_err(|e| failed("store", "start", io::Error::other(e)))?;
                 tracing::warn!("peer is down: recorded Outdated, writes go on degraded");
             }
             self.replication.set(ReplicationRole::Primary(handle));
@@ -201,7 +236,10 @@ impl Resource for StoreResource {
     fn stop(&mut self) -> BoxFuture<'_, Result<(), ResourceError>> {
         Box::pin(async move {
             self.replication.set(ReplicationRole::Stopped);
-            self.store.lock().unwrap_or_else(|p| p.into_inner()).demote();
+            self.store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .demote();
             tracing::info!("store demoted");
             start_secondary(&self.rt, &self.store, &self.replication, &self.settings)
                 .await

@@ -50,7 +50,10 @@ pub struct StoreFs {
 
 impl StoreFs {
     pub fn new(store: SharedStore) -> StoreFs {
-        StoreFs { store, indexes: Mutex::new(BTreeMap::new()) }
+        StoreFs {
+            store,
+            indexes: Mutex::new(BTreeMap::new()),
+        }
     }
 
     fn read_store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -59,7 +62,12 @@ impl StoreFs {
 
     fn mac_of(&self, client: ClientId) -> Option<[u8; 6]> {
         let store = self.read_store();
-        store.state().clients.keys().find(|mac| client_id(mac) == client).copied()
+        store
+            .state()
+            .clients
+            .keys()
+            .find(|mac| client_id(mac) == client)
+            .copied()
     }
 
     fn index(&self, client: ClientId) -> Result<Arc<Index>, FsError> {
@@ -71,7 +79,8 @@ impl StoreFs {
         if let Some(index) = indexes.get(&key) {
             return Ok(Arc::clone(index));
         }
-        let index = Arc::new(build_index(&store, &view).map_err(|_| FsError::Io(view.root.node.file_id))?);
+        let index =
+            Arc::new(build_index(&store, &view).map_err(|_| FsError::Io(view.root.node.file_id))?);
         if indexes.len() >= INDEXES_MAX {
             indexes.pop_first();
         }
@@ -103,11 +112,19 @@ fn build_index(store: &Store, view: &View) -> Result<Index, ironroot_store::stor
             break;
         }
     }
-    Ok(Index { nodes, children, root, total_bytes })
+    Ok(Index {
+        nodes,
+        children,
+        root,
+        total_bytes,
+    })
 }
 
 fn nanos(t: Timestamp) -> u64 {
-    u64::try_from(t.secs).unwrap_or(0).saturating_mul(1_000_000_000).saturating_add(u64::from(t.nanos))
+    u64::try_from(t.secs)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(t.nanos))
 }
 
 fn to_node(node: &model::Node) -> Node {
@@ -142,16 +159,26 @@ fn to_node(node: &model::Node) -> Node {
 
 impl Filesystem for StoreFs {
     fn client_by_addr(&self, addr: Ipv4Addr) -> Option<ClientId> {
-        self.read_store().client_by_ipv4(addr.octets()).map(|(mac, _)| client_id(&mac))
+        self.read_store()
+            .client_by_ipv4(addr.octets())
+            .map(|(mac, _)| client_id(&mac))
     }
 
     fn root(&self, client: ClientId) -> Result<Node, FsError> {
         let index = self.index(client)?;
-        let (root, _) = index.nodes.get(&index.root).ok_or(FsError::NoView(client))?;
+        let (root, _) = index
+            .nodes
+            .get(&index.root)
+            .ok_or(FsError::NoView(client))?;
         Ok(to_node(&root.node))
     }
 
-    fn node(&self, client: ClientId, file_id: FileId, version: Option<u64>) -> Result<Node, FsError> {
+    fn node(
+        &self,
+        client: ClientId,
+        file_id: FileId,
+        version: Option<u64>,
+    ) -> Result<Node, FsError> {
         let index = self.index(client)?;
         if let Some((node, _)) = index.nodes.get(&file_id) {
             return Ok(to_node(&node.node));
@@ -161,11 +188,19 @@ impl Filesystem for StoreFs {
         let store = self.read_store();
         match (version, store.file_blob(file_id)) {
             (Some(_), Some(blob)) => {
-                let size = store.objects().get_blob(&blob).map(|b| b.size).map_err(|_| FsError::Io(file_id))?;
+                let size = store
+                    .objects()
+                    .get_blob(&blob)
+                    .map(|b| b.size)
+                    .map_err(|_| FsError::Io(file_id))?;
                 let node = model::Node {
                     file_id,
                     kind: StoreKind::File { blob, size },
-                    meta: model::Meta { mode: 0o555, nlink: 1, ..model::Meta::default() },
+                    meta: model::Meta {
+                        mode: 0o555,
+                        nlink: 1,
+                        ..model::Meta::default()
+                    },
                 };
                 Ok(to_node(&node))
             }
@@ -175,7 +210,10 @@ impl Filesystem for StoreFs {
 
     fn lookup(&self, client: ClientId, dir: FileId, name: &[u8]) -> Result<Node, FsError> {
         let index = self.index(client)?;
-        let (dir_node, parent) = index.nodes.get(&dir).ok_or(FsError::Stale { file_id: dir, version: None })?;
+        let (dir_node, parent) = index.nodes.get(&dir).ok_or(FsError::Stale {
+            file_id: dir,
+            version: None,
+        })?;
         if !matches!(dir_node.node.kind, StoreKind::Dir { .. }) {
             return Err(FsError::NotDirectory(dir));
         }
@@ -184,7 +222,9 @@ impl Filesystem for StoreFs {
             b".." => *parent,
             _ => {
                 let listing = index.children.get(&dir).ok_or(FsError::NotFound)?;
-                let at = listing.binary_search_by(|(n, _)| n.as_slice().cmp(name)).map_err(|_| FsError::NotFound)?;
+                let at = listing
+                    .binary_search_by(|(n, _)| n.as_slice().cmp(name))
+                    .map_err(|_| FsError::NotFound)?;
                 listing[at].1
             }
         };
@@ -192,26 +232,57 @@ impl Filesystem for StoreFs {
         Ok(to_node(&node.node))
     }
 
-    fn dir_page(&self, client: ClientId, dir: FileId, start: usize, count_max: usize) -> Result<DirPage, FsError> {
+    fn dir_page(
+        &self,
+        client: ClientId,
+        dir: FileId,
+        start: usize,
+        count_max: usize,
+    ) -> Result<DirPage, FsError> {
         let index = self.index(client)?;
-        let (dir_node, _) = index.nodes.get(&dir).ok_or(FsError::Stale { file_id: dir, version: None })?;
+        let (dir_node, _) = index.nodes.get(&dir).ok_or(FsError::Stale {
+            file_id: dir,
+            version: None,
+        })?;
         if !matches!(dir_node.node.kind, StoreKind::Dir { .. }) {
             return Err(FsError::NotDirectory(dir));
         }
-        let listing = index.children.get(&dir).map(Vec::as_slice).unwrap_or_default();
+        let listing = index
+            .children
+            .get(&dir)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let page = listing.iter().skip(start).take(count_max);
         let entries = page
-            .filter_map(|(name, id)| index.nodes.get(id).map(|(n, _)| DirEntry { name: name.clone(), node: to_node(&n.node) }))
+            .filter_map(|(name, id)| {
+                index.nodes.get(id).map(|(n, _)| DirEntry {
+                    name: name.clone(),
+                    node: to_node(&n.node),
+                })
+            })
             .collect::<Vec<_>>();
-        Ok(DirPage { eof: start.saturating_add(count_max) >= listing.len(), entries })
+        Ok(DirPage {
+            eof: start.saturating_add(count_max) >= listing.len(),
+            entries,
+        })
     }
 
-    fn read(&self, client: ClientId, file_id: FileId, _version: Option<u64>, offset: u64, len: usize) -> Result<Bytes, FsError> {
+    fn read(
+        &self,
+        client: ClientId,
+        file_id: FileId,
+        _version: Option<u64>,
+        offset: u64,
+        len: usize,
+    ) -> Result<Bytes, FsError> {
         let _ = self.mac_of(client).ok_or(FsError::NoView(client))?;
         let store = self.read_store();
         match store.read_file(file_id, offset, len) {
             Ok(bytes) => Ok(Bytes::from(bytes)),
-            Err(ironroot_store::store::StoreError::StaleFile { .. }) => Err(FsError::Stale { file_id, version: Some(file_id) }),
+            Err(ironroot_store::store::StoreError::StaleFile { .. }) => Err(FsError::Stale {
+                file_id,
+                version: Some(file_id),
+            }),
             Err(_) => Err(FsError::Io(file_id)),
         }
     }
@@ -221,13 +292,19 @@ impl Filesystem for StoreFs {
         match index.nodes.get(&file_id).map(|(n, _)| &n.node.kind) {
             Some(StoreKind::Symlink { target }) => Ok(target.clone()),
             Some(_) => Err(FsError::NotSymlink(file_id)),
-            None => Err(FsError::Stale { file_id, version: None }),
+            None => Err(FsError::Stale {
+                file_id,
+                version: None,
+            }),
         }
     }
 
     fn stats(&self, client: ClientId) -> FsStats {
         self.index(client)
-            .map(|index| FsStats { total_bytes: index.total_bytes, total_files: index.nodes.len() as u64 })
+            .map(|index| FsStats {
+                total_bytes: index.total_bytes,
+                total_files: index.nodes.len() as u64,
+            })
             .unwrap_or_default()
     }
 }
@@ -259,20 +336,35 @@ mod tests {
 
         let (mut store, _) = Store::open(Arc::new(MemStorage::new())).expect("open");
         store.promote(1, 0);
-        store.import_dir("debian", image.path(), Timestamp::default(), "first").expect("import");
-        let staged = ironroot_store::stage::import_dir(store.objects_mut(), exceptions.path()).expect("stage");
+        store
+            .import_dir("debian", image.path(), Timestamp::default(), "first")
+            .expect("import");
+        let staged = ironroot_store::stage::import_dir(store.objects_mut(), exceptions.path())
+            .expect("stage");
         let (mac1, mac2) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-        store.upsert_client(mac1, "web1", [10, 0, 0, 21], "debian", Some(&staged)).expect("client");
-        store.upsert_client(mac2, "web2", [10, 0, 0, 22], "debian", None).expect("client");
-        (StoreFs::new(Arc::new(Mutex::new(store))), client_id(&mac1), client_id(&mac2))
+        store
+            .upsert_client(mac1, "web1", [10, 0, 0, 21], "debian", Some(&staged))
+            .expect("client");
+        store
+            .upsert_client(mac2, "web2", [10, 0, 0, 22], "debian", None)
+            .expect("client");
+        (
+            StoreFs::new(Arc::new(Mutex::new(store))),
+            client_id(&mac1),
+            client_id(&mac2),
+        )
     }
 
     fn read_path(fs: &StoreFs, client: ClientId, path: &[&str]) -> Vec<u8> {
         let mut node = fs.root(client).expect("root");
         for name in path {
-            node = fs.lookup(client, node.file_id, name.as_bytes()).expect("lookup");
+            node = fs
+                .lookup(client, node.file_id, name.as_bytes())
+                .expect("lookup");
         }
-        fs.read(client, node.file_id, node.version, 0, 4096).expect("read").to_vec()
+        fs.read(client, node.file_id, node.version, 0, 4096)
+            .expect("read")
+            .to_vec()
     }
 
     #[test]
@@ -282,16 +374,25 @@ mod tests {
         assert_eq!(fs.client_by_addr(Ipv4Addr::new(10, 0, 0, 23)), None);
         assert_eq!(read_path(&fs, web1, &["etc", "hostname"]), b"web1\n");
         assert_eq!(read_path(&fs, web2, &["etc", "hostname"]), b"image\n");
-        assert_eq!(read_path(&fs, web2, &["bin", "tool"]), b"#!/bin/sh\necho tool\n");
+        assert_eq!(
+            read_path(&fs, web2, &["bin", "tool"]),
+            b"#!/bin/sh\necho tool\n"
+        );
         let root = fs.root(web1).expect("root");
         let bin = fs.lookup(web1, root.file_id, b"bin").expect("bin");
-        assert_eq!(fs.lookup(web1, bin.file_id, b"..").expect("..").file_id, root.file_id);
+        assert_eq!(
+            fs.lookup(web1, bin.file_id, b"..").expect("..").file_id,
+            root.file_id
+        );
         let tool = fs.lookup(web1, bin.file_id, b"tool").expect("tool");
         assert_eq!(tool.attrs.mode, 0o755);
         assert!(tool.attrs.nlink >= 1);
         let etc = fs.lookup(web1, root.file_id, b"etc").expect("etc");
         let link = fs.lookup(web1, etc.file_id, b"link").expect("link");
-        assert_eq!(fs.readlink(web1, link.file_id).expect("readlink"), b"../bin/tool");
+        assert_eq!(
+            fs.readlink(web1, link.file_id).expect("readlink"),
+            b"../bin/tool"
+        );
     }
 
     #[test]
@@ -311,6 +412,9 @@ mod tests {
         }
         let expected: Vec<Vec<u8>> = (0..300).map(|i| format!("f{i:03}").into_bytes()).collect();
         assert_eq!(names, expected);
-        assert!(matches!(fs.lookup(web1, root.file_id, b"nope"), Err(FsError::NotFound)));
+        assert!(matches!(
+            fs.lookup(web1, root.file_id, b"nope"),
+            Err(FsError::NotFound)
+        ));
     }
 }

@@ -8,7 +8,8 @@ use crate::config::WitnessSettings;
 
 /// Run the witness until SIGTERM or a fatal error.
 pub async fn run(settings: WitnessSettings) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.state_dir).with_context(|| format!("store.dir {}", settings.state_dir.display()))?;
+    std::fs::create_dir_all(&settings.state_dir)
+        .with_context(|| format!("store.dir {}", settings.state_dir.display()))?;
     let rt = TokioRuntime::new().context("seeding the runtime")?;
     let outdated = FileOutdatedStore::new(settings.state_dir.join("outdated"));
     tokio::select! {

@@ -27,7 +27,12 @@ fn world(seed: u64) -> turmoil::Sim<'static> {
 }
 
 /// A node that serves echo and claims the VIP after `claim_after`.
-fn echo_node(sim: &mut turmoil::Sim<'static>, name: &'static str, segment: &Segment, claim_after: Duration) {
+fn echo_node(
+    sim: &mut turmoil::Sim<'static>,
+    name: &'static str,
+    segment: &Segment,
+    claim_after: Duration,
+) {
     let segment = segment.clone();
     sim.host(name, move || {
         let segment = segment.clone();
@@ -55,11 +60,21 @@ fn echo_through_the_vip_replies_from_the_vip() {
         let rt = SimRuntime::start(seg, "client", 2).await?;
         rt.sleep(Duration::from_millis(100)).await;
         let target = SocketAddr::from((VIP, PORT));
-        let (reply, from) =
-            echo::udp_request(&rt, UdpBind::any(9000), target, b"ping", Duration::from_secs(3)).await?;
+        let (reply, from) = echo::udp_request(
+            &rt,
+            UdpBind::any(9000),
+            target,
+            b"ping",
+            Duration::from_secs(3),
+        )
+        .await?;
         assert_eq!(reply, b"ping");
-        assert_eq!(from, target, "the reply must come from the VIP, not the host address");
-        let lines = echo::tcp_request_lines(&rt, target, &["one", "two"], Duration::from_secs(3)).await?;
+        assert_eq!(
+            from, target,
+            "the reply must come from the VIP, not the host address"
+        );
+        let lines =
+            echo::tcp_request_lines(&rt, target, &["one", "two"], Duration::from_secs(3)).await?;
         assert_eq!(lines, ["one", "two"]);
         Ok(())
     });
@@ -79,13 +94,16 @@ fn after_the_owner_dies_the_vip_reaches_the_new_owner() {
         let rt = SimRuntime::start(seg, "client", 3).await?;
         rt.sleep(Duration::from_millis(100)).await;
         let target = SocketAddr::from((VIP, PORT));
-        let lines = echo::tcp_request_lines(&rt, target, &["before"], Duration::from_secs(1)).await?;
+        let lines =
+            echo::tcp_request_lines(&rt, target, &["before"], Duration::from_secs(1)).await?;
         assert_eq!(lines, ["before"]);
         // a dies at 1 s (below); b claims at 1.5 s. Retry until b answers.
         rt.sleep(Duration::from_millis(1400)).await;
         let mut answered = None;
         for _ in 0..50 {
-            if let Ok(lines) = echo::tcp_request_lines(&rt, target, &["after"], Duration::from_millis(200)).await {
+            if let Ok(lines) =
+                echo::tcp_request_lines(&rt, target, &["after"], Duration::from_millis(200)).await
+            {
                 answered = Some(lines);
                 break;
             }
@@ -121,10 +139,16 @@ fn an_address_expires_when_renewals_stop() {
         rt.sleep(Duration::from_millis(1500)).await;
         rt.vip().renew(&short).await?;
         rt.sleep(Duration::from_millis(1500)).await;
-        assert!(rt.vip().holds(&short).await?, "renewed at 1.5 s: valid until 3.5 s");
+        assert!(
+            rt.vip().holds(&short).await?,
+            "renewed at 1.5 s: valid until 3.5 s"
+        );
         rt.sleep(Duration::from_millis(600)).await;
         assert!(!rt.vip().holds(&short).await?, "expired at 3.5 s");
-        assert!(rt.vip().renew(&short).await.is_err(), "an expired address cannot be renewed");
+        assert!(
+            rt.vip().renew(&short).await.is_err(),
+            "an expired address cannot be renewed"
+        );
         Ok(())
     });
     sim.run().expect("simulation");

@@ -34,7 +34,7 @@ fn every_example_parses_and_validates_for_both_nodes() {
         }
     }
     let witness = base().validate_witness().expect("witness config");
-    assert_eq!(witness.lease, Duration::from_millis(600));
+    assert_eq!(witness.lease, Duration::from_millis(1200));
     let fencing = parse(EXAMPLES[1].1).validate("a").expect("valid");
     assert!(
         matches!(fencing.quorum, QuorumMode::Fencing(ref f) if f.timeout == Duration::from_secs(5))
@@ -58,7 +58,7 @@ fn unknown_keys_are_rejected() {
     assert!(toml::from_str::<ClusterFile>(&text).is_err());
     let text = EXAMPLES[0]
         .1
-        .replace("lease_ms = 600", "lease_ms = 600\nleese = 1");
+        .replace("lease_ms = 1200", "lease_ms = 1200\nleese = 1");
     assert!(toml::from_str::<ClusterFile>(&text).is_err());
 }
 
@@ -176,7 +176,7 @@ fn key_must_be_hex_of_sane_length() {
 #[test]
 fn warn_and_initial_dead_are_bounded() {
     let mut file = base();
-    file.timing.warn_ms = 600;
+    file.timing.warn_ms = 1300;
     assert_eq!(problem_at(&file).0, "timing.warn_ms");
     let mut file = base();
     file.timing.initial_dead_ms = 100;

@@ -119,8 +119,9 @@ fn lease_survives_failover_through_the_log() {
         address.lifetime = Duration::from_secs(3600);
         rt.vip().claim(&address).await?;
         leased_tx.send(ip).expect("report");
-        // Node a dies at 3 s; b serves from 5 s on.
-        rt.sleep(Duration::from_secs(8)).await;
+        // Node a dies at 3 s; b serves from 5 s on and tidies its table
+        // at 10 s (the purge interval) and 20 s.
+        rt.sleep(Duration::from_secs(21)).await;
         let mut steal = Req::new(MessageType::Request, mac(2)).requested(ip);
         steal.message.set_xid(8);
         let nak = ask(&rt, &socket, &steal, broadcast).await?;
