@@ -20,10 +20,11 @@ pub use check::{check, Verdict};
 pub use scenario::Scenario;
 pub use world::{run, RunTrace};
 
-/// The scenario `sim run` uses when given none.
-pub const DEFAULT_SCENARIO: &str = include_str!("../../scenarios/vip-move.toml");
+/// The scenario `sim run` uses when given none: the active node's host dies
+/// and the cluster manager moves the VIP and the services to the standby.
+pub const DEFAULT_SCENARIO: &str = include_str!("../../scenarios/crash-active.toml");
 /// The path the default scenario is known by in replay commands.
-pub const DEFAULT_SCENARIO_PATH: &str = "scenarios/vip-move.toml";
+pub const DEFAULT_SCENARIO_PATH: &str = "scenarios/crash-active.toml";
 
 /// Run one seed and render it: (text, trace, verdict).
 pub fn run_one(

@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Run one scenario: one seed prints its event log; --seeds K sweeps K seeds.
     Run {
-        /// Scenario file (default: the embedded scenarios/vip-move.toml).
+        /// Scenario file (default: the embedded scenarios/crash-active.toml).
         scenario: Option<PathBuf>,
         /// The seed (or the first seed of a sweep).
         #[arg(long, default_value_t = 1)]

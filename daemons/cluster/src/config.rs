@@ -101,7 +101,7 @@ impl Default for TimingFile {
             warn_ms: 500,
             dead_ms: 1200,
             initial_dead_ms: 2500,
-            clock_margin_ms: 100,
+            clock_margin_ms: 50,
             monitor_interval_ms: 1000,
         }
     }

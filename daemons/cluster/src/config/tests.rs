@@ -46,7 +46,7 @@ fn every_example_parses_and_validates_for_both_nodes() {
     );
     assert_eq!(
         fencing.timing.dead,
-        Duration::from_millis(500),
+        Duration::from_millis(1200),
         "default dead time"
     );
     assert!(!fencing.auto_failback, "failback off by default");
@@ -96,27 +96,27 @@ fn dead_time_must_exceed_twice_the_interval() {
 #[test]
 fn vip_lifetime_must_fit_inside_dead_time_and_lease() {
     let mut file = base();
-    file.vip.lifetime_ms = 400;
+    file.vip.lifetime_ms = 2000;
+    file.witness.as_mut().expect("witness").lease_ms = 5000;
     let (path, problem) = problem_at(&file);
     assert_eq!(path, "vip.lifetime_ms");
-    assert!(matches!(
-        problem,
-        Problem::TooLarge {
-            value: 400,
-            bound: 350,
-            ..
-        }
-    ));
+    let bound = 1200 - 50 - 100;
+    assert!(matches!(problem, Problem::TooLarge { value: 2000, bound: b, .. } if b == bound));
 
     let mut file = base();
-    file.witness.as_mut().expect("witness").lease_ms = 400;
+    file.vip.lifetime_ms = 300;
+    let expected = ("vip.lifetime_ms".to_string(), Problem::WholeSeconds(300));
+    assert_eq!(problem_at(&file), expected);
+
+    let mut file = base();
+    file.witness.as_mut().expect("witness").lease_ms = 1000;
     let (path, problem) = problem_at(&file);
     assert_eq!(path, "witness.lease_ms");
     assert!(matches!(
         problem,
         Problem::TooSmall {
-            value: 400,
-            bound: 450,
+            value: 1000,
+            bound: 1150,
             ..
         }
     ));

@@ -24,8 +24,8 @@ use ironroot_tftp::{DirSource, Server, TftpConfig};
 
 const BLKSIZES: [u32; 3] = [512, 1468, 8192];
 const WINDOWSIZES: [u32; 3] = [1, 16, 64];
-/// Bounded wait for one client run.
-const CLIENT_RUN_MAX: Duration = Duration::from_secs(300);
+/// Bounded wait for one client run unless `--run-max-secs` says otherwise.
+const CLIENT_RUN_MAX_DEFAULT_SECS: u64 = 60;
 const SERVER_CPU: &str = "0";
 const CLIENT_CPU: &str = "1";
 
@@ -37,6 +37,8 @@ struct Args {
     pin: bool,
     ours_only: bool,
     verbose: bool,
+    run_max: Duration,
+    only: Option<(u32, u32)>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -48,6 +50,8 @@ fn parse_args() -> Result<Args> {
         pin: true,
         ours_only: false,
         verbose: false,
+        run_max: Duration::from_secs(CLIENT_RUN_MAX_DEFAULT_SECS),
+        only: None,
     };
     let mut iter = std::env::args().skip(1);
     while let Some(arg) = iter.next() {
@@ -65,6 +69,15 @@ fn parse_args() -> Result<Args> {
             "--no-pin" => args.pin = false,
             "--ours-only" => args.ours_only = true,
             "--verbose" => args.verbose = true,
+            "--run-max-secs" => args.run_max = Duration::from_secs(value()?),
+            "--only-blksize" => {
+                let blksize = u32::try_from(value()?)?;
+                args.only = Some((blksize, args.only.map_or(1, |(_, window)| window)));
+            }
+            "--only-window" => {
+                let window = u32::try_from(value()?)?;
+                args.only = Some((args.only.map_or(512, |(blksize, _)| blksize), window));
+            }
             other => bail!("unknown argument {other} (see the source's header)"),
         }
     }
@@ -246,11 +259,11 @@ fn atftp_command(
 }
 
 /// Wait for every child, bounded; `false` if one failed or overstayed.
-fn wait_all(children: &mut [Child]) -> Result<bool> {
+fn wait_all(children: &mut [Child], run_max: Duration) -> Result<bool> {
     let poll = Duration::from_millis(2);
     let mut ok = true;
     let mut pending: Vec<usize> = (0..children.len()).collect();
-    for _ in 0..CLIENT_RUN_MAX.as_millis() / poll.as_millis() {
+    for _ in 0..run_max.as_millis() / poll.as_millis() {
         let mut still = Vec::new();
         for index in pending {
             match children[index].try_wait()? {
@@ -272,13 +285,17 @@ fn wait_all(children: &mut [Child]) -> Result<bool> {
 }
 
 /// Seconds for `clients` parallel fetches of `remote`, or `None` on failure.
-fn timed_fetch(clock: &TokioRuntime, mut commands: Vec<Command>) -> Result<Option<f64>> {
+fn timed_fetch(
+    clock: &TokioRuntime,
+    mut commands: Vec<Command>,
+    run_max: Duration,
+) -> Result<Option<f64>> {
     let started = clock.now();
     let mut children = commands
         .iter_mut()
         .map(|command| command.spawn().context("spawning atftp"))
         .collect::<Result<Vec<_>>>()?;
-    let ok = wait_all(&mut children)?;
+    let ok = wait_all(&mut children, run_max)?;
     let elapsed = clock.now() - started;
     Ok(ok.then_some(elapsed.as_secs_f64()))
 }
@@ -357,21 +374,12 @@ fn main() -> Result<()> {
             if window > 1 {
                 options.push(format!("windowsize {window}"));
             }
+            if args.only.is_some_and(|only| only != (blksize, window)) {
+                continue;
+            }
             let mut rates = Vec::new();
             for (_, port) in &servers {
-                let mut samples = Vec::new();
-                for _ in 0..args.runs {
-                    let command =
-                        atftp_command(&args, *port, "big.bin", Path::new("/dev/null"), &options)?;
-                    if let Some(secs) = timed_fetch(&clock, vec![command])? {
-                        samples.push(size as f64 / secs / 1e6);
-                    }
-                }
-                rates.push(
-                    (samples.len() == args.runs)
-                        .then(|| median(samples))
-                        .flatten(),
-                );
+                rates.push(measure(&args, &clock, *port, &options, size)?);
             }
             print_row(&format!("{blksize:>7} {window:>6}"), &rates);
             if args.verbose {
@@ -382,6 +390,29 @@ fn main() -> Result<()> {
     concurrent(&args, &clock, &servers)?;
     drop(peers);
     Ok(())
+}
+
+/// Median MB/s over `--runs` fetches; `None` at the first failed or
+/// overlong run (the remaining runs would only repeat it).
+fn measure(
+    args: &Args,
+    clock: &TokioRuntime,
+    port: u16,
+    options: &[String],
+    size: u64,
+) -> Result<Option<f64>> {
+    let mut samples = Vec::new();
+    for _ in 0..args.runs {
+        let mut command = atftp_command(args, port, "big.bin", Path::new("/dev/null"), options)?;
+        if args.verbose {
+            command.stderr(Stdio::inherit());
+        }
+        match timed_fetch(clock, vec![command], args.run_max)? {
+            Some(secs) => samples.push(size as f64 / secs / 1e6),
+            None => return Ok(None),
+        }
+    }
+    Ok(median(samples))
 }
 
 fn print_row(label: &str, rates: &[Option<f64>]) {
@@ -457,7 +488,7 @@ fn concurrent(args: &Args, clock: &TokioRuntime, servers: &[(&str, u16)]) -> Res
                     )
                 })
                 .collect::<Result<Vec<_>>>()?;
-            if let Some(secs) = timed_fetch(clock, commands)? {
+            if let Some(secs) = timed_fetch(clock, commands, args.run_max)? {
                 samples.push(secs);
             }
         }
