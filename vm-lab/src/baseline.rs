@@ -139,6 +139,8 @@ fn nfs_launcher(run_dir: &Path) -> String {
 
 pub struct BaselineServer {
     pub spec: BaselineSpec,
+    /// Set-up steps and their durations (none measured: it starts at once).
+    pub setup_ms: Vec<(&'static str, u64)>,
     dnsmasq: ChildGuard,
     ganesha: ChildGuard,
 }
@@ -156,6 +158,7 @@ impl BaselineServer {
         })?;
         let mut server = BaselineServer {
             spec,
+            setup_ms: Vec::new(),
             dnsmasq,
             ganesha,
         };

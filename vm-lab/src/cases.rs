@@ -109,6 +109,7 @@ pub fn run_case<C: Clock>(run: &CaseRun, clock: &C) -> CaseReport {
         command: run.command.clone(),
         runs: Vec::new(),
         median_ms: BTreeMap::new(),
+        median_timings_ms: BTreeMap::new(),
         outcome: Outcome::Failed,
     };
     for index in 1..=run.runs.max(1) {
@@ -141,6 +142,9 @@ pub fn run_case<C: Clock>(run: &CaseRun, clock: &C) -> CaseReport {
         );
         match lab {
             Ok(mut lab) => {
+                for (step, ms) in lab.server.setup_ms() {
+                    record.timings_ms.insert(format!("setup-{step}"), ms);
+                }
                 if let Err(e) = run_once(run, &mut lab, &mut record) {
                     let logs = lab.server.logs();
                     record.error = Some(format!("{e}\n--- server logs ---\n{logs}"));
@@ -169,22 +173,18 @@ fn run_once<C: Clock>(
     match run.case {
         Case::BootReadonly => with_vm(lab, record, 0, boot_readonly),
         Case::BootStorm => boot_storm(lab, record, run.case.vms(run.storm_vms)),
-        Case::Exceptions | Case::FailoverUnderLoad | Case::LiveUpdate => {
-            Err(LabError::CaseRefused {
-                case: run.case.name(),
-                server: run.options.server.name(),
-                reason: "the lab drives this case only against ironrootd nodes",
-            })
-        }
+        Case::Exceptions => crate::live::exceptions(lab, record),
+        Case::FailoverUnderLoad => with_vm(lab, record, 0, crate::live::failover_under_load),
+        Case::LiveUpdate => crate::live::live_update(lab, record),
     }
 }
 
 /// What a case does with a VM that reached its shell.
-type CaseBody<C> = fn(&mut Lab<C>, &mut Vm<C>, &mut RunRecord) -> Result<(), LabError>;
+pub(crate) type CaseBody<C> = fn(&mut Lab<C>, &mut Vm<C>, &mut RunRecord) -> Result<(), LabError>;
 
 /// Powers on VM `index`, waits for its shell, runs `body`; the VM's phases
 /// are recorded whatever happens.
-fn with_vm<C: Clock>(
+pub(crate) fn with_vm<C: Clock>(
     lab: &mut Lab<C>,
     record: &mut RunRecord,
     index: usize,
@@ -249,6 +249,7 @@ fn boot_readonly<C: Clock>(
     check_mounts(vm, record)?;
     let served = lab.server.served_root();
     let server_before = tree_checksum(&served)?;
+    let store_before = lab.server.fingerprint()?;
     let client_before = client_checksum(vm)?;
     record.check(
         "client sees the server's files",
@@ -257,7 +258,7 @@ fn boot_readonly<C: Clock>(
     );
     check_rm(vm, record)?;
     let client_after = client_checksum(vm)?;
-    let server_after = tree_checksum(&served)?;
+    let store_after = lab.server.fingerprint()?;
     record.check(
         "files intact on the client",
         client_after == client_before,
@@ -265,14 +266,14 @@ fn boot_readonly<C: Clock>(
     );
     record.check(
         "files intact on the server",
-        server_after == server_before,
-        format!("before {server_before}, after {server_after}"),
+        store_after == store_before,
+        format!("before {store_before}, after {store_after}"),
     );
-    check_remount_write(vm, &served, record)
+    check_remount_write(lab, vm, &served, record)
 }
 
 /// A short command's output (status ignored: the output is checked).
-fn output<C: Clock>(vm: &mut Vm<C>, command: &str) -> Result<String, LabError> {
+pub(crate) fn output<C: Clock>(vm: &mut Vm<C>, command: &str) -> Result<String, LabError> {
     let (_, out) = vm.run(command, "SHELL_COMMAND_SECS_MAX", SHELL_COMMAND_SECS_MAX)?;
     Ok(out)
 }
@@ -311,11 +312,13 @@ fn check_rm<C: Clock>(vm: &mut Vm<C>, record: &mut RunRecord) -> Result<(), LabE
 /// Remounting rw on the client is allowed (the kernel's business); the
 /// write after it must still fail because the server refuses it.
 fn check_remount_write<C: Clock>(
+    lab: &mut Lab<C>,
     vm: &mut Vm<C>,
     served: &std::path::Path,
     record: &mut RunRecord,
 ) -> Result<(), LabError> {
     let short = SHELL_COMMAND_SECS_MAX;
+    let store_before = lab.server.fingerprint()?;
     let (remount_status, remount_out) = vm.run(
         "mount -o remount,rw / 2>&1",
         "SHELL_COMMAND_SECS_MAX",
@@ -326,7 +329,8 @@ fn check_remount_write<C: Clock>(
     let (write_status, write_out) = vm.run(&write, "SHELL_COMMAND_SECS_MAX", short)?;
     let mounts_after = output(vm, "cat /proc/mounts")?;
     let root_after = mount_of(&parse_mounts(&mounts_after), "/").map(|m| m.3.clone());
-    let probe_on_server = served.join(probe.trim_start_matches('/')).exists();
+    let probe_on_server = served.join(probe.trim_start_matches('/')).exists()
+        || lab.server.fingerprint()? != store_before;
     record.check(
         "write after remount rw fails (server refuses)",
         write_status != 0 && write_out.contains("Read-only file system") && !probe_on_server,
@@ -338,7 +342,7 @@ fn check_remount_write<C: Clock>(
     Ok(())
 }
 
-fn boot_storm<C: Clock>(
+pub(crate) fn boot_storm<C: Clock>(
     lab: &mut Lab<C>,
     record: &mut RunRecord,
     vms: usize,
@@ -439,13 +443,8 @@ mod tests {
             error.starts_with("case failover-under-load cannot run with the baseline"),
             "{error}"
         );
-        let report = refused(Case::BootReadonly, ServerKind::Ironroot);
+        let report = refused(Case::LiveUpdate, ServerKind::Baseline);
         assert_eq!(report.outcome, Outcome::Refused);
-        let error = report.runs[0].error.clone().unwrap_or_default();
-        assert!(
-            error.starts_with("server side ironroot is not available yet"),
-            "{error}"
-        );
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl<C: Clock> Lab<C> {
             run_dir: run_dir.path(),
             vms,
         };
-        let server = ServerSide::start(options.server, &net, &spec)?;
+        let server = ServerSide::start(options.server, &mut net, &spec, &clock)?;
         Ok(Lab {
             server,
             net,
@@ -138,6 +138,10 @@ impl<C: Clock> Lab<C> {
             clock,
             run_dir,
         })
+    }
+
+    pub fn clock(&self) -> &C {
+        &self.clock
     }
 
     /// Powers on VM `index` (network boot from its tap).

@@ -2,8 +2,9 @@
 //! Debian kernel with the boot crate's initramfs) by PXE from a server side
 //! in network namespaces, and proves what the product promises — a
 //! read-only NFS root that `rm -rf /` cannot damage — with phase timings
-//! for every boot. The server side is pluggable: a baseline made of peers
-//! (dnsmasq, nfs-ganesha) and, once it can serve, ironroot itself.
+//! for every boot. The server side is pluggable: ironroot itself (two
+//! nodes and a witness) and a baseline made of peers (dnsmasq, nfs-ganesha)
+//! to compare with.
 //!
 //! It must never touch anything outside what it creates: its namespaces,
 //! bridge and taps carry its PID, nothing is routed out of them, only
@@ -12,12 +13,15 @@
 //! initramfs, mount options and iPXE scripts come from `ironroot-boot`.
 
 pub mod baseline;
+pub mod bench;
 pub mod bootsrc;
 pub mod cases;
 pub mod error;
 pub mod host;
 pub mod image;
+pub mod ironroot;
 pub mod lab;
+pub mod live;
 pub mod net;
 pub mod phases;
 pub mod qemu;

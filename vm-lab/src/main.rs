@@ -29,6 +29,10 @@ struct Cli {
 enum Commands {
     /// Runs a case (or `all`) and writes its report.
     Run(RunArgs),
+    /// Boot time and failover stall, ironroot against the baseline, in
+    /// one run: failover-under-load on ironroot, single boots on the
+    /// baseline; writes <report-dir>/bench.md.
+    Bench(BenchArgs),
     /// Lists the cases and which server sides can run them.
     List,
 }
@@ -56,7 +60,7 @@ enum FirmwareArg {
 struct RunArgs {
     /// boot-readonly, exceptions, failover-under-load, live-update, boot-storm, or all.
     case: String,
-    #[arg(long, value_enum, default_value = "baseline")]
+    #[arg(long, value_enum, default_value = "ironroot")]
     server: ServerArg,
     /// tcg by default: on hosts like this one /dev/kvm opens but cannot
     /// run guests; `auto` probes KVM with a short boot first.
@@ -76,6 +80,17 @@ struct RunArgs {
     lab_cache: PathBuf,
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Runs per server side (medians).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../reports/vm-lab"))]
+    report_dir: PathBuf,
+    #[arg(long, default_value = DEFAULT_LAB_CACHE)]
+    lab_cache: PathBuf,
+}
+
 /// Repetitions of one case in one invocation.
 const RUNS_MAX: usize = 20;
 
@@ -89,6 +104,13 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Commands::Bench(args) => match bench(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vm-lab: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Commands::Run(args) => match run(&args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
@@ -182,6 +204,68 @@ fn run(args: &RunArgs) -> anyhow::Result<bool> {
         }
     }
     Ok(all_passed)
+}
+
+fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=RUNS_MAX).contains(&args.runs),
+        "--runs {} is outside 1..={RUNS_MAX}",
+        args.runs
+    );
+    host::install_signal_handlers();
+    host::require_root()?;
+    host::ensure_packages()?;
+    ServerKind::Ironroot.check_available()?;
+    let clock = TokioRuntime::with_seed(0);
+    let mut options = LabOptions {
+        server: ServerKind::Ironroot,
+        accel: AccelChoice::Tcg,
+        firmware: Firmware::Bios,
+        lab_cache: args.lab_cache.clone(),
+    };
+    let inputs = lab::prepare_inputs(&options.lab_cache)?;
+    let command = format!("vm-lab bench --runs {}", args.runs);
+    let mut reports = Vec::new();
+    for (server, case) in [
+        (ServerKind::Ironroot, Case::FailoverUnderLoad),
+        (ServerKind::Baseline, Case::BootStorm),
+    ] {
+        options.server = server;
+        eprintln!(
+            "vm-lab: bench: {} x {} on {}",
+            args.runs,
+            case.name(),
+            server.name()
+        );
+        let report = run_case(
+            &CaseRun {
+                case,
+                options: &options,
+                inputs: &inputs,
+                accel: ironroot_vm_lab::qemu::Accel::Tcg,
+                accel_note: "tcg (the bench never probes kvm)".into(),
+                runs: args.runs,
+                storm_vms: 1,
+                command: command.clone(),
+            },
+            &clock,
+        );
+        print_summary(case, &report);
+        anyhow::ensure!(!host::interrupted(), "interrupted");
+        reports.push(report);
+    }
+    let rows = ironroot_vm_lab::bench::rows(&reports[0], &reports[1]);
+    let table =
+        ironroot_vm_lab::bench::table(&rows, (reports[0].runs.len(), reports[1].runs.len()));
+    let text = format!(
+        "# vm-lab bench\n\naccelerator tcg, firmware bios, kernel {}; command `{command}`; \
+         outcomes: ironroot {:?}, baseline {:?}\n\n{table}",
+        inputs.boot.kernel_version, reports[0].outcome, reports[1].outcome
+    );
+    println!("{table}");
+    std::fs::create_dir_all(&args.report_dir)?;
+    std::fs::write(args.report_dir.join("bench.md"), text)?;
+    Ok(())
 }
 
 fn print_summary(case: Case, report: &CaseReport) {

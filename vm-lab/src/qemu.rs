@@ -31,6 +31,12 @@ const PUMP_INTERVAL_MS: u64 = 100;
 /// most 8 KiB). A VM nobody reads for long enough stalls on its serial
 /// port rather than growing this queue.
 pub const CONSOLE_CHUNKS_MAX: usize = 4_096;
+/// Marks a console line the host records with its arrival time. Guest
+/// scripts print it with `printf '@@%s ...' T` so that the echo of the
+/// command itself never carries it.
+pub const TAG: &str = "@@T ";
+/// Tagged lines kept per VM.
+pub const TAGGED_LINES_MAX: usize = 200_000;
 /// Console lines after which waiting longer is pointless.
 pub const FATAL_MARKERS: [&str; 4] = [
     "No bootable device",
@@ -169,6 +175,9 @@ pub struct Vm<C: Clock> {
     pub phases: PhaseLog,
     transcript: Option<File>,
     commands_sent: u64,
+    /// Lines the guest tagged with [`TAG`] (tag removed), with their
+    /// arrival time in ms since power-on.
+    tagged: Vec<(u64, String)>,
     /// The first fatal line seen.
     fatal: Option<String>,
 }
@@ -232,6 +241,7 @@ impl<C: Clock> Vm<C> {
             transcript: File::create(transcript).ok(),
             commands_sent: 0,
             fatal: None,
+            tagged: Vec::new(),
         })
     }
 
@@ -311,6 +321,12 @@ impl<C: Clock> Vm<C> {
             }
             if self.fatal.is_none() && FATAL_MARKERS.iter().any(|m| line.contains(m)) {
                 self.fatal = Some(line.trim_end().to_string());
+            }
+            if let Some(at) = line.find(TAG) {
+                if self.tagged.len() < TAGGED_LINES_MAX {
+                    let text = line[at + TAG.len()..].trim_end().to_string();
+                    self.tagged.push((at_ms, text));
+                }
             }
             self.line_start = line_end + 1;
         }
@@ -417,6 +433,57 @@ impl<C: Clock> Vm<C> {
             .unwrap_or(-1);
         let output = text.trim_end_matches(marker.as_str());
         Ok((status, clean_output(output, command)))
+    }
+
+    /// Tagged lines so far: (ms since power-on, text after the tag).
+    pub fn tagged(&self) -> &[(u64, String)] {
+        &self.tagged
+    }
+
+    /// Reads the console until a tagged line from index `from` on
+    /// satisfies `wanted`; returns its index.
+    pub fn wait_tagged(
+        &mut self,
+        from: usize,
+        wanted: impl Fn(&str) -> bool,
+        timeout_name: &'static str,
+        secs: u64,
+    ) -> Result<usize, LabError> {
+        let deadline = self.clock.now() + Duration::from_secs(secs);
+        let mut scanned = from;
+        loop {
+            if let Some(offset) = self
+                .tagged
+                .get(scanned..)
+                .and_then(|new| new.iter().position(|(_, text)| wanted(text)))
+            {
+                return Ok(scanned + offset);
+            }
+            scanned = scanned.max(self.tagged.len());
+            if self.clock.now() >= deadline {
+                return Err(LabError::Timeout {
+                    name: timeout_name,
+                    secs,
+                    vm: self.name.clone(),
+                    waiting_for: "a tagged console line".into(),
+                    console_tail: self.tail(),
+                });
+            }
+            self.check_fatal("a tagged console line")?;
+            self.pump(
+                Duration::from_millis(PUMP_INTERVAL_MS),
+                "a tagged console line",
+            )?;
+        }
+    }
+
+    /// Reads the console for `ms` (tagged lines keep arriving).
+    pub fn idle(&mut self, ms: u64) -> Result<(), LabError> {
+        let deadline = self.clock.now() + Duration::from_millis(ms);
+        while self.clock.now() < deadline {
+            self.pump(Duration::from_millis(PUMP_INTERVAL_MS), "console output")?;
+        }
+        Ok(())
     }
 
     pub fn console(&self) -> &str {

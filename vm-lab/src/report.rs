@@ -36,6 +36,8 @@ pub struct RunRecord {
     pub run: usize,
     pub vms: Vec<VmRecord>,
     pub checks: Vec<Check>,
+    /// Measured durations: server set-up steps, stalls, update delays.
+    pub timings_ms: BTreeMap<String, u64>,
     pub error: Option<String>,
     pub outcome: Outcome,
 }
@@ -46,6 +48,7 @@ impl RunRecord {
             run,
             vms: Vec::new(),
             checks: Vec::new(),
+            timings_ms: BTreeMap::new(),
             error: None,
             outcome: Outcome::Failed,
         }
@@ -84,6 +87,8 @@ pub struct CaseReport {
     pub runs: Vec<RunRecord>,
     /// Phase -> median over runs (and VMs) of the time from power-on.
     pub median_ms: BTreeMap<&'static str, u64>,
+    /// Timing -> median over the runs that measured it.
+    pub median_timings_ms: BTreeMap<String, u64>,
     pub outcome: Outcome,
 }
 
@@ -115,6 +120,14 @@ impl CaseReport {
                 self.median_ms.insert(phase.name(), m);
             }
         }
+        let mut timings: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for (name, ms) in self.runs.iter().flat_map(|r| &r.timings_ms) {
+            timings.entry(name.clone()).or_default().push(*ms);
+        }
+        self.median_timings_ms = timings
+            .into_iter()
+            .filter_map(|(name, values)| Some((name, median(values)?)))
+            .collect();
         self.outcome = if self.runs.iter().any(|r| r.outcome == Outcome::Refused) {
             Outcome::Refused
         } else if !self.runs.is_empty() && self.runs.iter().all(|r| r.outcome == Outcome::Passed) {
@@ -155,8 +168,27 @@ impl CaseReport {
             }
             md.push('\n');
         }
+        if !self.median_timings_ms.is_empty() {
+            let _ = writeln!(
+                md,
+                "## Timings (median over {} run(s), ms)\n\n| timing | ms |\n|---|---:|",
+                self.runs.len()
+            );
+            for (name, ms) in &self.median_timings_ms {
+                let _ = writeln!(md, "| {name} | {ms} |");
+            }
+            md.push('\n');
+        }
         for run in &self.runs {
             let _ = writeln!(md, "## Run {}: {:?}\n", run.run, run.outcome);
+            let timings: Vec<String> = run
+                .timings_ms
+                .iter()
+                .map(|(name, ms)| format!("{name} {ms} ms"))
+                .collect();
+            if !timings.is_empty() {
+                let _ = writeln!(md, "- timings: {}", timings.join(", "));
+            }
             for vm in &run.vms {
                 let times: Vec<String> = vm
                     .phases
@@ -208,6 +240,7 @@ mod tests {
             command: "vm-lab run boot-readonly".into(),
             runs: Vec::new(),
             median_ms: BTreeMap::new(),
+            median_timings_ms: BTreeMap::new(),
             outcome: Outcome::Failed,
         };
         for (i, shell) in [10_200, 9_900, 11_000].into_iter().enumerate() {

@@ -1,7 +1,6 @@
-//! The server side a lab boots its clients from. Pluggable: the baseline
-//! made of peers runs today; the ironroot side (two `ironrootd` nodes and a
-//! witness, each in its own namespace) is a typed variant that refuses
-//! until the lab drives that daemon.
+//! The server side a lab boots its clients from: ironroot itself (two
+//! `ironrootd` nodes and a witness, each in its own namespace), or the
+//! benchmark baseline made of peers (dnsmasq, nfs-ganesha).
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +8,12 @@ use ironroot_boot::Mac;
 use serde::Serialize;
 
 use crate::baseline::{BaselineClient, BaselineServer, BaselineSpec};
-use crate::bootsrc::{client_boot, write_tftp_tree, BootFiles};
+use ironroot_net::Clock;
+
+use crate::bootsrc::{client_boot, write_tftp_tree, BootFiles, LAB_IMAGE};
 use crate::error::LabError;
+use crate::image::tree_checksum;
+use crate::ironroot::{IronrootServer, IronrootSpec};
 use crate::net::{client_addr, client_mac, LabNet, SERVER_ADDR};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -22,21 +25,20 @@ pub enum ServerKind {
     Ironroot,
 }
 
-/// Why the ironroot server side cannot run yet.
-pub const IRONROOT_UNAVAILABLE: &str = "the lab does not drive ironrootd yet (two nodes and a \
-     witness in their own namespaces from a generated config, the client root and kernel imported \
-     through the admin API); use --server baseline";
-
 impl ServerKind {
     /// Whether this server side can be started at all, before any
     /// namespace is made for it.
     pub fn check_available(self) -> Result<(), LabError> {
         match self {
             ServerKind::Baseline => Ok(()),
-            ServerKind::Ironroot => Err(LabError::ServerUnavailable {
-                server: "ironroot",
-                reason: IRONROOT_UNAVAILABLE,
-            }),
+            ServerKind::Ironroot => {
+                crate::ironroot::Binaries::find()
+                    .map(|_| ())
+                    .map_err(|reason| LabError::ServerUnavailable {
+                        server: "ironroot",
+                        reason,
+                    })
+            }
         }
     }
 
@@ -66,6 +68,7 @@ pub struct ServeSpec<'a> {
 
 pub enum ServerSide {
     Baseline(BaselineServer),
+    Ironroot(Box<IronrootServer>),
 }
 
 pub fn client_name(index: usize) -> String {
@@ -77,18 +80,49 @@ pub fn mac_text(mac: [u8; 6]) -> String {
 }
 
 impl ServerSide {
-    pub fn start(kind: ServerKind, net: &LabNet, spec: &ServeSpec) -> Result<ServerSide, LabError> {
+    pub fn start<C: Clock>(
+        kind: ServerKind,
+        net: &mut LabNet,
+        spec: &ServeSpec,
+        clock: &C,
+    ) -> Result<ServerSide, LabError> {
         match kind {
             ServerKind::Baseline => start_baseline(net, spec).map(ServerSide::Baseline),
             ServerKind::Ironroot => {
-                Err(kind
-                    .check_available()
-                    .err()
-                    .unwrap_or(LabError::ServerUnavailable {
-                        server: "ironroot",
-                        reason: IRONROOT_UNAVAILABLE,
-                    }))
+                let kernel = crate::bootsrc::deb_cache().kernel()?;
+                let clients = (0..spec.vms)
+                    .map(|i| (client_name(i), mac_text(client_mac(i)), client_addr(i)))
+                    .collect();
+                let ironroot = IronrootSpec {
+                    run_dir: spec.run_dir,
+                    image: LAB_IMAGE,
+                    image_root: spec.image_root,
+                    kernel_deb: &kernel.path,
+                    clients,
+                };
+                IronrootServer::start(net, &ironroot, clock)
+                    .map(|server| ServerSide::Ironroot(Box::new(server)))
             }
+        }
+    }
+
+    /// The ironroot side, or an error naming the case that needs it.
+    pub fn ironroot(&mut self, case: &'static str) -> Result<&mut IronrootServer, LabError> {
+        match self {
+            ServerSide::Ironroot(server) => Ok(server),
+            ServerSide::Baseline(_) => Err(LabError::CaseRefused {
+                case,
+                server: "baseline",
+                reason: "the case drives ironrootd nodes",
+            }),
+        }
+    }
+
+    /// Set-up steps of the server side and their durations.
+    pub fn setup_ms(&self) -> Vec<(&'static str, u64)> {
+        match self {
+            ServerSide::Baseline(server) => server.setup_ms.clone(),
+            ServerSide::Ironroot(server) => server.setup_ms.clone(),
         }
     }
 
@@ -96,18 +130,33 @@ impl ServerSide {
     pub fn served_root(&self) -> PathBuf {
         match self {
             ServerSide::Baseline(server) => server.spec.export_root.clone(),
+            ServerSide::Ironroot(server) => server.imported_root.clone(),
+        }
+    }
+
+    /// What a client must never change: the exported tree's checksum
+    /// (baseline), or the store's content hash on each node (ironroot).
+    pub fn fingerprint(&self) -> Result<String, LabError> {
+        match self {
+            ServerSide::Baseline(server) => tree_checksum(&server.spec.export_root),
+            ServerSide::Ironroot(server) => Ok((0..server.nodes.len())
+                .map(|i| server.content_hash(i).unwrap_or_else(|| "down".into()))
+                .collect::<Vec<_>>()
+                .join(",")),
         }
     }
 
     pub fn check_alive(&mut self) -> Result<(), LabError> {
         match self {
             ServerSide::Baseline(server) => server.check_alive(),
+            ServerSide::Ironroot(server) => server.check_alive(),
         }
     }
 
     pub fn logs(&self) -> String {
         match self {
             ServerSide::Baseline(server) => server.logs(),
+            ServerSide::Ironroot(server) => server.logs(),
         }
     }
 }

@@ -21,6 +21,8 @@ use crate::IncarnationStore;
 
 /// Received datagrams waiting for the machine at most.
 pub const INBOX_MAX: usize = 256;
+/// Pause after a failed receive before trying again.
+pub const RECEIVE_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// Actions waiting for a worker at most (per worker).
 pub const WORK_QUEUE_MAX: usize = 64;
 
@@ -178,7 +180,12 @@ pub async fn run_node<R: Runtime>(
     let (sockets, link_socket) = bind_links(&rt, &config).await?;
     let (inbox_tx, mut inbox) = mpsc::channel::<Inbound>(INBOX_MAX);
     for (index, socket) in sockets.iter().enumerate() {
-        tokio::spawn(receive_loop(socket.clone(), index, inbox_tx.clone()));
+        tokio::spawn(receive_loop(
+            rt.clone(),
+            socket.clone(),
+            index,
+            inbox_tx.clone(),
+        ));
     }
     let (done_tx, mut done) = mpsc::channel::<Done>(WORK_QUEUE_MAX * 3);
     let workers = Workers::spawn(&rt, &config, resources, fence, done_tx);
@@ -265,7 +272,12 @@ async fn bind_links<R: Runtime>(
     Ok((sockets, link_socket))
 }
 
-async fn receive_loop<U: UdpSocket>(socket: Arc<U>, index: usize, inbox: mpsc::Sender<Inbound>) {
+async fn receive_loop<R: Runtime>(
+    rt: R,
+    socket: Arc<R::Udp>,
+    index: usize,
+    inbox: mpsc::Sender<Inbound>,
+) {
     let mut buf = vec![0u8; PACKET_LEN_MAX + 1];
     loop {
         match socket.recv_from(&mut buf).await {
@@ -282,8 +294,10 @@ async fn receive_loop<U: UdpSocket>(socket: Arc<U>, index: usize, inbox: mpsc::S
                 }
             }
             Err(error) => {
+                // Transient (e.g. ICMP errors surfacing): heartbeats must go
+                // on arriving, so wait a little and keep receiving.
                 tracing::warn!(%error, "heartbeat receive failed");
-                return;
+                rt.sleep(RECEIVE_ERROR_BACKOFF).await;
             }
         }
     }
@@ -515,10 +529,14 @@ pub async fn run_witness<R: Runtime>(
         .map_err(|source| DriverError::Bind { addr, source })?;
     let mut buf = vec![0u8; PACKET_LEN_MAX + 1];
     loop {
-        let meta = socket
-            .recv_from(&mut buf)
-            .await
-            .map_err(DriverError::Receive)?;
+        let meta = match socket.recv_from(&mut buf).await {
+            Ok(meta) => meta,
+            Err(error) => {
+                tracing::warn!(%error, "witness receive failed");
+                rt.sleep(RECEIVE_ERROR_BACKOFF).await;
+                continue;
+            }
+        };
         let bytes = buf.get(..meta.len).unwrap_or_default();
         if let Some(reply) = witness.handle(rt.now(), bytes) {
             if let Err(error) = socket.send_to(&reply, meta.peer).await {

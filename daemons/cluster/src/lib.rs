@@ -42,12 +42,24 @@
 //!    (`>= P`), or (b) our vote promise ran out, `>= P` as well. Its VIP
 //!    claim comes after the whole start sequence, later still.
 //! 4. A node whose proof drops below `now + M` stops: it releases the VIP
-//!    first (already expired or expiring), then stops services in reverse.
-//!    It also stops renewing, so services are down at the latest `P` later.
+//!    first (already expired by then, see 2), then stops the services in
+//!    reverse order; they are unreachable through the VIP meanwhile.
+//! 5. A restarted daemon gives no vote for `V + M` after its start: its
+//!    previous life may have left the VIP in the kernel (daemon crash, host
+//!    alive), and a vote would let the peer claim it before it expired.
+//! 6. A node that gave its vote to the peer does not promote until `D`
+//!    after the peer heartbeat it echoed (unless the peer announced a
+//!    handoff, which keeps the peer ineligible for longer than any vote it
+//!    holds), so the two nodes never both hold usable votes for each other.
 //!
-//! With the defaults (`I` = 100 ms, `D` = 500 ms, `L` = 600 ms, `V` =
-//! 300 ms, `M` = 50 ms) the standby takes over at most about `max(D, L)`
-//! after the active host dies, plus its own start sequence.
+//! `V` is a whole number of seconds (IPv4 `valid_lft` granularity; the seam
+//! would round anything else up behind this argument's back). With the
+//! defaults (`I` = 100 ms, `D` = 1200 ms, `L` = 1200 ms, `V` = 1 s, `M` =
+//! 50 ms) the standby takes over at most about `max(D, L)` after the active
+//! host dies, plus its own start sequence. `M` is also the slack for one
+//! heartbeat's latency in the peer-vote renewal (`V + M + I <= D`); a
+//! deployment that must bound the daemon-only-death case tightly should
+//! raise `M` to cover how late the kernel's address-lifetime check may run.
 //!
 //! A witness that restarts grants nothing for one `L`, since a lease from
 //! its previous life may still run. In two-node mode with fencing the

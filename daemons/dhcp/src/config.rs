@@ -70,7 +70,7 @@ impl Default for BootConfig {
                 },
             ],
             default_file: "undionly.kpxe".into(),
-            ipxe_script: "tftp://{vip}/boot/{mac}.ipxe".into(),
+            ipxe_script: "tftp://{vip}/ipxe/clients/{mac}.ipxe".into(),
             root_path: "{vip}:/".into(),
             ipxe_no_pxedhcp: true,
         }

@@ -44,7 +44,7 @@ impl Default for TftpConfig {
             blksize_max: None,
             windowsize_max: 64,
             timeout_ms: 1000,
-            rto_min_ms: 20,
+            rto_min_ms: 50,
             retries_max: 5,
             transfers_max: 256,
             transfers_per_client_max: 4,

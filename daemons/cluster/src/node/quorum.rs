@@ -279,6 +279,13 @@ impl Node {
         if matches!(self.role, Role::Active | Role::Promoting | Role::Stopping) {
             return false;
         }
+        // Our previous life may have left the VIP in the kernel (daemon
+        // crash, host alive): no vote until that address has expired.
+        let leftover_gone =
+            self.started_at + self.config.vip.lifetime + self.config.timing.clock_margin;
+        if now < leftover_gone {
+            return false;
+        }
         if matches!(peer.role, Role::Active | Role::Promoting) {
             return true;
         }

@@ -322,7 +322,7 @@ fn udhcpc_as_ipxe_gets_a_pool_lease_after_the_journal_write_and_its_script() {
     let ip: Ipv4Addr = get("ip").parse().expect("ip");
     assert!((100..=110).contains(&ip.octets()[3]), "{ip} from the pool");
     assert_eq!(get("lease"), "600");
-    let script_url = format!("tftp://{VIP}/boot/{}.ipxe", mac.hyphenated());
+    let script_url = format!("tftp://{VIP}/ipxe/clients/{}.ipxe", mac.hyphenated());
     assert_eq!(get("boot_file"), script_url);
     let records = log.records();
     assert_eq!(

@@ -60,7 +60,7 @@ fn arch_comes_from_the_vendor_class_when_93_is_missing() {
 fn ipxe_by_user_class_gets_its_script_and_no_pxedhcp() {
     let req = pxe(0).option(DhcpOption::UserClass(b"iPXE".to_vec()));
     let reply = offer_for(req);
-    let script = format!("tftp://{VIP}/boot/52-54-00-00-00-01.ipxe");
+    let script = format!("tftp://{VIP}/ipxe/clients/52-54-00-00-00-01.ipxe");
     assert_eq!(reply.file(), script);
     assert_eq!(reply.opt_str(67), Some(script));
     assert_eq!(reply.opt(175), Some(&[176, 1, 1][..]));

@@ -451,8 +451,8 @@ fn random_faults_never_give_two_vip_holders() {
             w.start(B);
             let mut rng = ironroot_net::derive_rng(seed, "faults");
             for _ in 0..30 {
-                random_fault(&mut w, &mut rng);
                 let mark = w.events.len();
+                random_fault(&mut w, &mut rng);
                 w.run_for(ms(rand::Rng::gen_range(&mut rng, 50..1500)));
                 if only.is_some() {
                     print_trace(&w, mark);
@@ -471,7 +471,11 @@ fn random_faults_never_give_two_vip_holders() {
                     w.start(host);
                 }
             }
+            let mark = w.events.len();
             w.run_for(ms(10_000));
+            if only.is_some() {
+                print_trace(&w, mark);
+            }
             let dual = &w.dual_vip_at;
             assert!(
                 dual.is_empty(),
@@ -502,7 +506,8 @@ fn random_fault(w: &mut World, rng: &mut rand_chacha::ChaCha8Rng) {
 fn print_trace(w: &World, mark: usize) {
     let roles = [w.role(A), w.role(B)];
     let (cut, witness_cut, loss) = (w.peer_link_cut, w.witness_cut, w.loss_percent);
-    eprintln!("fault: peer cut {cut} witness cut {witness_cut:?} loss {loss}% roles {roles:?}");
+    let vip = w.vip_until;
+    eprintln!("{} fault: peer cut {cut} witness cut {witness_cut:?} loss {loss}% roles {roles:?} vip {vip:?}", w.now);
     for e in &w.events[mark..] {
         if !matches!(
             e.kind,
