@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ironroot_cluster::driver::FenceError;
 use ironroot_cluster::{
-    run_node, run_witness, Admin, ClusterEvent, ClusterFile, EventKind, MemoryIncarnationStore,
-    MemoryOutdatedStore, SimFence,
+    run_node, run_witness, Admin, ClusterEvent, ClusterFile, EventKind, Fence,
+    MemoryIncarnationStore, MemoryOutdatedStore,
 };
 use ironroot_net::resource::BoxFuture;
 use ironroot_net::turmoil_backend::{Segment, SimRuntime};
@@ -44,6 +45,8 @@ pub enum ResourceEvent {
 pub struct Shared {
     /// Nodes the power switch was asked to turn off, not yet carried out.
     pub fence_requests: Arc<Mutex<Vec<String>>>,
+    /// Nodes the power switch has turned off (the driver adds them).
+    pub powered_off: Arc<Mutex<std::collections::BTreeSet<String>>>,
     /// Operator command channels of the running nodes.
     pub admins: Arc<Mutex<BTreeMap<String, mpsc::Sender<Admin>>>>,
     pub resource_events: Arc<Mutex<Vec<(Instant, String, ResourceEvent)>>>,
@@ -66,6 +69,23 @@ impl Shared {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         )
+    }
+
+    /// The driver carried out a power-off.
+    pub fn powered_off(&self, node: &str) {
+        let mut off = self.powered_off.lock().unwrap_or_else(|p| p.into_inner());
+        off.insert(node.to_owned());
+    }
+
+    /// A restarted node is powered on again.
+    pub fn powered_on(&self, node: &str) {
+        let mut off = self.powered_off.lock().unwrap_or_else(|p| p.into_inner());
+        off.remove(node);
+    }
+
+    fn is_off(&self, node: &str) -> bool {
+        let off = self.powered_off.lock().unwrap_or_else(|p| p.into_inner());
+        off.contains(node)
     }
 
     /// Deliver an operator command to `node`; false if it is not running.
@@ -157,6 +177,38 @@ impl Resource for SimResource {
     }
 }
 
+/// The simulated power switch: a request is carried out by the driver
+/// between steps (host death of the target), and the fence succeeds only
+/// once the target is really off.
+struct PowerSwitch {
+    rt: SimRuntime,
+    shared: Shared,
+    fails: bool,
+}
+
+/// How long the switch takes at most before it reports failure.
+const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Fence for PowerSwitch {
+    fn fence(&self, node: &str) -> BoxFuture<'_, Result<(), FenceError>> {
+        let node = node.to_owned();
+        Box::pin(async move {
+            if self.fails {
+                return Err(FenceError::Refused(node));
+            }
+            self.shared.fence_requests.lock().unwrap_or_else(|p| p.into_inner()).push(node.clone());
+            let deadline = self.rt.now() + POWER_OFF_TIMEOUT;
+            while !self.shared.is_off(&node) {
+                if self.rt.now() >= deadline {
+                    return Err(FenceError::Refused(node));
+                }
+                self.rt.sleep(Duration::from_millis(1)).await;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Register control node `name` running the cluster manager.
 pub fn add_node(
     sim: &mut turmoil::Sim<'_>,
@@ -213,17 +265,11 @@ pub fn add_node(
                     }) as Box<dyn Resource>
                 })
                 .collect();
-            let requests = Arc::clone(&shared.fence_requests);
-            let fails = section.fence_fails;
-            let fence = SimFence::new(move |target| {
-                if !fails {
-                    requests
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(target.to_owned());
-                }
-                !fails
-            });
+            let fence = PowerSwitch {
+                rt: rt.clone(),
+                shared: shared.clone(),
+                fails: section.fence_fails,
+            };
             let hooks = ironroot_cluster::driver::Hooks {
                 events: Some(events_tx),
                 admin: Some(admin_rx),

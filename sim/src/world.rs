@@ -279,6 +279,7 @@ impl World<'_, '_> {
             }
             FaultKind::Restart => {
                 log.push(now, "sim", "fault.restart", hosts[0].clone());
+                self.shared.powered_on(&hosts[0]);
                 for other in self.everyone().iter().filter(|o| **o != hosts[0]) {
                     self.sim.repair(hosts[0].as_str(), other.as_str());
                 }

@@ -166,6 +166,30 @@ impl BaselineServer {
         Ok(server)
     }
 
+    /// What a supervisor restarting a crashed single server gives: rpcbind
+    /// and ganesha killed (`kill -9`, by PID) and started again at once,
+    /// back when they listen. The baseline's nearest thing to a failover.
+    pub fn restart_nfs(&mut self) -> Result<(), LabError> {
+        kill_pid(self.ganesha.pid());
+        self.ganesha.stop(0);
+        self.kill_rpcbind();
+        let launcher = nfs_launcher(&self.spec.run_dir);
+        self.ganesha = spawn_in(&self.spec.netns, "ganesha.nfsd", |c| {
+            c.args(["sh", "-c", &launcher]);
+        })?;
+        self.wait_ready()
+    }
+
+    fn kill_rpcbind(&self) {
+        let pid_file = self.spec.run_dir.join("rpcbind.pid");
+        if let Some(pid) = fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        {
+            kill_pid(pid);
+        }
+    }
+
     fn wait_ready(&mut self) -> Result<(), LabError> {
         let tcp = [111, NFS_PORT, MOUNT_PORT];
         let udp = [67, 69];
@@ -220,13 +244,7 @@ impl Drop for BaselineServer {
     fn drop(&mut self) {
         self.dnsmasq.stop(1_000);
         self.ganesha.stop(2_000);
-        let pid_file = self.spec.run_dir.join("rpcbind.pid");
-        if let Some(pid) = fs::read_to_string(pid_file)
-            .ok()
-            .and_then(|t| t.trim().parse::<u32>().ok())
-        {
-            kill_pid(pid);
-        }
+        self.kill_rpcbind();
     }
 }
 

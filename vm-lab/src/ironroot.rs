@@ -322,9 +322,8 @@ impl IronrootServer {
     }
 
     pub fn role(&self, index: usize) -> Option<String> {
-        if self.nodes[index].daemon.is_none() {
-            return None;
-        }
+        // A node we killed has no daemon to ask.
+        self.nodes[index].daemon.as_ref()?;
         let status = self.cli(index, &["status"]).ok()?;
         status["data"]["role"].as_str().map(str::to_owned)
     }

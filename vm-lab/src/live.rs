@@ -332,6 +332,8 @@ pub fn live_update<C: Clock>(lab: &mut Lab<C>, record: &mut RunRecord) -> Result
     let server = lab.server.ironroot("live-update")?;
     server.write(&["image", "import", LAB_IMAGE, "--from", &v2])?;
     let published_at = vm.elapsed_ms();
+    // Ticks that arrived while the new generation was being imported.
+    vm.idle(100)?;
     let ticks_before = ticks(vm.tagged());
     let from = vm.tagged().len();
     let found = vm.wait_tagged(
@@ -365,16 +367,27 @@ pub fn live_update<C: Clock>(lab: &mut Lab<C>, record: &mut RunRecord) -> Result
         60,
     );
     let now = output(&mut vm, "cat /usr/bin/lab-ticker | head -2 | tail -1")?;
+    let kept = ticking.is_ok() && !vm.tagged().iter().any(|(_, t)| t == "NEWTICKER");
+    // When it stopped, what the guest says about it explains why.
+    let diagnosis = if kept {
+        String::new()
+    } else {
+        output(&mut vm, LIVE_DIAGNOSIS)?
+    };
     record.check(
         "a program started before the update keeps running",
-        ticking.is_ok() && !vm.tagged().iter().any(|(_, t)| t == "NEWTICKER"),
+        kept,
         format!(
-            "ticks {ticks_before} at the update, {} now; the image's copy now reads {now:?}",
+            "ticks {ticks_before} at the update, {} now; the image's copy now reads {now:?}{diagnosis}",
             ticks(vm.tagged())
         ),
     );
     Ok(())
 }
+
+const LIVE_DIAGNOSIS: &str = "for p in /proc/[0-9]*; do \
+grep -q lab-ticker $p/cmdline 2>/dev/null && echo \"; ticker $p $(cat $p/wchan) $(cut -d' ' -f3 $p/stat)\"; \
+done; dmesg | tail -5 | sed 's/^/; dmesg: /'";
 
 fn ticks(tagged: &[(u64, String)]) -> u64 {
     tagged

@@ -100,7 +100,11 @@ fn main() -> ExitCode {
         Commands::List => {
             for case in CASES {
                 let baseline = case.refusal(ServerKind::Baseline).unwrap_or("runs");
-                println!("{:<20} baseline: {baseline}", case.name());
+                let ironroot = case.refusal(ServerKind::Ironroot).unwrap_or("runs");
+                println!(
+                    "{:<20} ironroot: {ironroot}; baseline: {baseline}",
+                    case.name()
+                );
             }
             ExitCode::SUCCESS
         }

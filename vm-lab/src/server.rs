@@ -67,7 +67,7 @@ pub struct ServeSpec<'a> {
 }
 
 pub enum ServerSide {
-    Baseline(BaselineServer),
+    Baseline(Box<BaselineServer>),
     Ironroot(Box<IronrootServer>),
 }
 
@@ -87,7 +87,9 @@ impl ServerSide {
         clock: &C,
     ) -> Result<ServerSide, LabError> {
         match kind {
-            ServerKind::Baseline => start_baseline(net, spec).map(ServerSide::Baseline),
+            ServerKind::Baseline => {
+                start_baseline(net, spec).map(|s| ServerSide::Baseline(Box::new(s)))
+            }
             ServerKind::Ironroot => {
                 let kernel = crate::bootsrc::deb_cache().kernel()?;
                 let clients = (0..spec.vms)
