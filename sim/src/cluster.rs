@@ -196,7 +196,11 @@ impl Fence for PowerSwitch {
             if self.fails {
                 return Err(FenceError::Refused(node));
             }
-            self.shared.fence_requests.lock().unwrap_or_else(|p| p.into_inner()).push(node.clone());
+            self.shared
+                .fence_requests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(node.clone());
             let deadline = self.rt.now() + POWER_OFF_TIMEOUT;
             while !self.shared.is_off(&node) {
                 if self.rt.now() >= deadline {

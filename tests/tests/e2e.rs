@@ -54,7 +54,7 @@ subnet_mask = "255.255.255.0"
 [admin]
 socket = "ADMIN"
 [metrics]
-listen = "127.0.0.1:9450"
+listen = "0.0.0.0:9450"
 "#,
         key = dir.join("handle.key").display()
     )
@@ -475,6 +475,26 @@ fn after_kill_9_of_the_daemon_the_vip_leaves_within_its_lifetime() -> Result<()>
     wait_for("the VIP on the active node", Duration::from_secs(5), || {
         holds_vip(&cluster).then_some(())
     })?;
+    // A client on the segment probes the VIP (the metrics endpoint answers
+    // on every address, so an answer means "someone holds the VIP and its
+    // daemon lives").
+    cluster
+        .client()
+        .ip(&["addr", "add", "10.77.0.60/24", "dev", "eth0"])?;
+    let probe = |cluster: &Cluster| {
+        let url = format!("http://{VIP}:9450/metrics");
+        cluster
+            .client()
+            .output("curl", &["-sf", "-m", "0.2", &url], Duration::from_secs(2))
+            .is_ok_and(|o| {
+                o.status.success()
+                    && String::from_utf8_lossy(&o.stdout)
+                        .contains("ironroot_role{role=\"active\"} 1")
+            })
+    };
+    wait_for("the VIP to answer", Duration::from_secs(5), || {
+        probe(&cluster).then_some(())
+    })?;
     let killed = Instant::now();
     if let Some(daemon) = cluster.nodes[first].daemon.as_mut() {
         daemon.kill();
@@ -484,13 +504,19 @@ fn after_kill_9_of_the_daemon_the_vip_leaves_within_its_lifetime() -> Result<()>
         (!holds_vip(&cluster)).then_some(())
     })?;
     let gone_after = killed.elapsed();
+    wait_for(
+        "an answer through the VIP from the standby",
+        Duration::from_secs(15),
+        || probe(&cluster).then_some(()),
+    )
+    .with_context(|| cluster.logs())?;
+    let answered_after = killed.elapsed();
     let second = cluster
-        .wait_active(&[1 - first], Duration::from_secs(15))
+        .wait_active(&[1 - first], Duration::from_secs(5))
         .with_context(|| cluster.logs())?;
     eprintln!(
-        "VIP gone from the killed node after {gone_after:?}; node {} active after {:?}",
-        cluster.nodes[second].name,
-        killed.elapsed()
+        "kill -9 of {}: VIP gone from its host after {gone_after:?}; the client reached {} through the VIP after {answered_after:?}",
+        cluster.nodes[first].name, cluster.nodes[second].name
     );
     Ok(())
 }

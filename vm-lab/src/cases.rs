@@ -28,14 +28,17 @@ pub enum Case {
     FailoverUnderLoad,
     LiveUpdate,
     BootStorm,
+    /// Baseline only, for the benchmark: its single NFS server restarted.
+    ServerRestart,
 }
 
-pub const CASES: [Case; 5] = [
+pub const CASES: [Case; 6] = [
     Case::BootReadonly,
     Case::Exceptions,
     Case::FailoverUnderLoad,
     Case::LiveUpdate,
     Case::BootStorm,
+    Case::ServerRestart,
 ];
 
 impl Case {
@@ -46,6 +49,7 @@ impl Case {
             Case::FailoverUnderLoad => "failover-under-load",
             Case::LiveUpdate => "live-update",
             Case::BootStorm => "boot-storm",
+            Case::ServerRestart => "server-restart",
         }
     }
 
@@ -56,7 +60,13 @@ impl Case {
     /// Why this case cannot run with `server`, if it cannot.
     pub fn refusal(self, server: ServerKind) -> Option<&'static str> {
         match (self, server) {
-            (Case::BootReadonly | Case::BootStorm, ServerKind::Baseline) => None,
+            (Case::BootReadonly | Case::BootStorm | Case::ServerRestart, ServerKind::Baseline) => {
+                None
+            }
+            (Case::ServerRestart, ServerKind::Ironroot) => Some(
+                "the baseline's stand-in for a failover; failover-under-load \
+                 kills ironrootd with -9 under the same load",
+            ),
             (Case::Exceptions, ServerKind::Baseline) => Some(
                 "per-client exception files need per-client views of one image; \
                  ganesha exports one tree to every client",
@@ -176,6 +186,7 @@ fn run_once<C: Clock>(
         Case::Exceptions => crate::live::exceptions(lab, record),
         Case::FailoverUnderLoad => with_vm(lab, record, 0, crate::live::failover_under_load),
         Case::LiveUpdate => crate::live::live_update(lab, record),
+        Case::ServerRestart => with_vm(lab, record, 0, crate::live::server_restart),
     }
 }
 

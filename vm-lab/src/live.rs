@@ -15,7 +15,7 @@ use crate::host::{run_bounded, COMMAND_SECS_MAX};
 use crate::lab::Lab;
 use crate::qemu::Vm;
 use crate::report::{RunRecord, VmRecord};
-use crate::server::client_name;
+use crate::server::{client_name, ServerSide};
 
 /// Iterations of the load loop to see before and after each failure.
 pub const LOOP_ITERATIONS_BEFORE: u64 = 5;
@@ -170,6 +170,15 @@ pub fn failover_under_load<C: Clock>(
         seen.is_empty(),
         format!("stall {stall} ms; errors {seen:?}"),
     );
+    stop_loop(vm, record, 2)
+}
+
+/// Ends the load loop and checks it ran through `failures` failures.
+fn stop_loop<C: Clock>(
+    vm: &mut Vm<C>,
+    record: &mut RunRecord,
+    failures: u64,
+) -> Result<(), LabError> {
     let iterations = vm
         .tagged()
         .iter()
@@ -187,11 +196,51 @@ pub fn failover_under_load<C: Clock>(
         )
         .is_ok();
     record.check(
-        "the load loop ran through both failures and ended cleanly",
-        ended && iterations >= 2 * (LOOP_ITERATIONS_BEFORE + LOOP_ITERATIONS_AFTER),
+        "the load loop ran through the failures and ended cleanly",
+        ended && iterations >= failures * (LOOP_ITERATIONS_BEFORE + LOOP_ITERATIONS_AFTER),
         format!("{iterations} iterations"),
     );
     Ok(())
+}
+
+/// The baseline's nearest thing to a failover, for the benchmark: the
+/// single NFS server (ganesha and rpcbind) killed and restarted at once
+/// under the same load loop.
+pub fn server_restart<C: Clock>(
+    lab: &mut Lab<C>,
+    vm: &mut Vm<C>,
+    record: &mut RunRecord,
+) -> Result<(), LabError> {
+    let clock = lab.clock().clone();
+    let ServerSide::Baseline(server) = &mut lab.server else {
+        return Err(LabError::CaseRefused {
+            case: "server-restart",
+            server: "ironroot",
+            reason: "failover-under-load kills ironrootd with -9 under load",
+        });
+    };
+    vm.send(&format!("{LOAD_LOOP}\n"))?;
+    loop_progress(vm, LOOP_ITERATIONS_BEFORE)?;
+    let killed_at = vm.elapsed_ms();
+    let t = clock.now();
+    server.restart_nfs()?;
+    let took = clock.now().saturating_duration_since(t).as_millis() as u64;
+    record
+        .timings_ms
+        .insert("restart-to-listening".into(), took);
+    loop_progress(vm, LOOP_ITERATIONS_AFTER)?;
+    let (stall, period) = stall_ms(vm.tagged(), killed_at);
+    record
+        .timings_ms
+        .insert("loop-period-before".into(), period);
+    record.timings_ms.insert("stall-restart".into(), stall);
+    let seen = errors(vm.tagged());
+    record.check(
+        "no loop error across kill -9 and restart of the NFS server",
+        seen.is_empty(),
+        format!("stall {stall} ms (loop period {period} ms); errors {seen:?}"),
+    );
+    stop_loop(vm, record, 1)
 }
 
 fn no_active(when: &str) -> LabError {

@@ -30,7 +30,7 @@ enum Commands {
     /// Runs a case (or `all`) and writes its report.
     Run(RunArgs),
     /// Boot time and failover stall, ironroot against the baseline, in
-    /// one run: failover-under-load on ironroot, single boots on the
+    /// one run: failover-under-load on ironroot, server-restart on the
     /// baseline; writes <report-dir>/bench.md.
     Bench(BenchArgs),
     /// Lists the cases and which server sides can run them.
@@ -232,7 +232,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     for (server, case) in [
         (ServerKind::Ironroot, Case::FailoverUnderLoad),
-        (ServerKind::Baseline, Case::BootStorm),
+        (ServerKind::Baseline, Case::ServerRestart),
     ] {
         options.server = server;
         eprintln!(
