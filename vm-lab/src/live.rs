@@ -427,16 +427,23 @@ pub fn live_update<C: Clock>(lab: &mut Lab<C>, record: &mut RunRecord) -> Result
         "a program started before the update keeps running",
         kept,
         format!(
-            "ticks {ticks_before} at the update, {} now; the image's copy now reads {now:?}{diagnosis}",
-            ticks(vm.tagged())
+            "ticks {ticks_before} at the update ({published_at} ms), {} now (last at {:?} ms); \
+             the image's copy now reads {now:?}{diagnosis}",
+            ticks(vm.tagged()),
+            vm.tagged()
+                .iter()
+                .rev()
+                .find(|(_, t)| t.starts_with("TICK "))
+                .map(|(at, _)| *at)
         ),
     );
     Ok(())
 }
 
 const LIVE_DIAGNOSIS: &str = "for p in /proc/[0-9]*; do \
-grep -q lab-ticker $p/cmdline 2>/dev/null && echo \"; ticker $p $(cat $p/wchan) $(cut -d' ' -f3 $p/stat)\"; \
-done; dmesg | tail -5 | sed 's/^/; dmesg: /'";
+case $(cat $p/comm) in sleep|lab-ticker|sh) echo \"; $p $(cat $p/comm) $(cut -d' ' -f3,4 $p/stat) \
+$(cat $p/wchan) $(tr '\\n' ' ' <$p/stack)\";; esac; done; \
+dmesg | grep -i -e nfs -e rpc | tail -5 | sed 's/^/; dmesg: /'";
 
 fn ticks(tagged: &[(u64, String)]) -> u64 {
     tagged

@@ -74,6 +74,8 @@ enum ImageCommand {
     Log { name: String },
     /// Every image and its active generation.
     List,
+    /// What changed from generation FROM to generation TO of NAME.
+    Diff { name: String, from: u64, to: u64 },
     /// Make generation GEN of NAME active again (as a new generation).
     Rollback { name: String, generation: u64 },
 }
@@ -142,6 +144,9 @@ fn request(command: Command) -> Result<Request, String> {
         },
         Command::Image(ImageCommand::Log { name }) => Request::ImageLog { name },
         Command::Image(ImageCommand::List) => Request::ImageList {},
+        Command::Image(ImageCommand::Diff { name, from, to }) => {
+            Request::ImageDiff { name, from, to }
+        }
         Command::Image(ImageCommand::Rollback { name, generation }) => {
             Request::ImageRollback { name, generation }
         }

@@ -164,7 +164,7 @@ impl IronrootFile {
     pub fn parse(text: &str, file: &str) -> Result<IronrootFile, ConfigError> {
         toml::from_str(text).map_err(|error| ConfigError::Parse {
             file: file.to_owned(),
-            message: error.to_string(),
+            message: one_line(text, &error),
         })
     }
 
@@ -243,6 +243,19 @@ impl IronrootFile {
             state_dir: self.store.dir.clone(),
             log: self.log.clone(),
         })
+    }
+}
+
+/// A TOML error on one line: `line L: message` (the toml crate's own text
+/// spans several lines with a snippet).
+fn one_line(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
     }
 }
 

@@ -124,6 +124,10 @@ impl Handler {
                 .filter(|g| &g.image == name)
                 .map(|g| json!({ "generation": g.id, "parent": g.parent, "time": g.time.secs, "message": g.message }))
                 .collect::<Vec<_>>()),
+            Request::ImageDiff { name, from, to } => match crate::diff::diff(&store, name, *from, *to) {
+                Ok((changes, left_out)) => json!({ "changes": changes, "left_out": left_out }),
+                Err(error) => return Some(Response::error(error.to_string())),
+            },
             Request::ClientList {} => json!(state
                 .clients
                 .iter()
@@ -375,6 +379,7 @@ pub fn samples(state: &NodeState) -> Vec<Sample> {
         "Last journal entry applied.",
         store.state().last_seq() as f64,
     ));
+    samples.extend((state.counters)());
     samples.push(Sample::gauge(
         "ironroot_clients",
         "Clients in the registry.",

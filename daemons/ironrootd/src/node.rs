@@ -10,7 +10,7 @@ use anyhow::Context;
 use ironroot_cluster::{Admin, ClusterEvent, EventKind, FileIncarnationStore, Role};
 use ironroot_dhcp::{Registry, Reservation};
 use ironroot_net::tokio_backend::TokioRuntime;
-use ironroot_net::Resource;
+use ironroot_net::{Resource, Runtime};
 use ironroot_store::storage::FsStorage;
 use ironroot_store::store::Store;
 use tokio::sync::mpsc;
@@ -37,6 +37,8 @@ pub struct NodeState {
     pub replication: Replication,
     pub admin: mpsc::Sender<Admin>,
     pub settings: Arc<NodeSettings>,
+    /// Request and error counters of the services, as metrics samples.
+    pub counters: Arc<dyn Fn() -> Vec<crate::metrics::Sample> + Send + Sync>,
 }
 
 impl NodeState {
@@ -90,7 +92,9 @@ fn open_store(settings: &NodeSettings) -> anyhow::Result<SharedStore> {
     Ok(Arc::new(Mutex::new(store)))
 }
 
-fn nfs_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore) -> Service {
+type NfsServer = ironroot_nfs::Server<StoreFs>;
+
+fn nfs_server(settings: &NodeSettings, store: &SharedStore) -> Arc<NfsServer> {
     let config = ironroot_nfs::Config {
         portmap_port: settings.nfs.portmap_port,
         mount_port: settings.nfs.mount_port,
@@ -98,11 +102,14 @@ fn nfs_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore) 
         handle_key: settings.handle_key,
         ..ironroot_nfs::Config::default()
     };
-    let server = Arc::new(ironroot_nfs::Server::new(
+    Arc::new(ironroot_nfs::Server::new(
         config,
         StoreFs::new(Arc::clone(store)),
-    ));
-    let rt = rt.clone();
+    ))
+}
+
+fn nfs_service(rt: &TokioRuntime, server: &Arc<NfsServer>) -> Service {
+    let (rt, server) = (rt.clone(), Arc::clone(server));
     Service::new(
         "nfs",
         Box::new(move || {
@@ -122,7 +129,14 @@ fn nfs_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore) 
     )
 }
 
-fn tftp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore) -> Service {
+type TftpServer = ironroot_tftp::Server<
+    ironroot_tftp::source::WithGenerated<
+        crate::bootfiles::ClientConfigs,
+        crate::boottree::StoreBootSource,
+    >,
+>;
+
+fn tftp_server(settings: &NodeSettings, store: &SharedStore) -> Arc<TftpServer> {
     let tree_source = crate::boottree::StoreBootSource::new(Arc::clone(store));
     let generated = crate::bootfiles::ClientConfigs {
         store: Arc::clone(store),
@@ -133,8 +147,11 @@ fn tftp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore)
         generated,
         tree: tree_source,
     };
-    let server = ironroot_tftp::Server::new(settings.tftp, source);
-    let rt = rt.clone();
+    ironroot_tftp::Server::new(settings.tftp, source)
+}
+
+fn tftp_service(rt: &TokioRuntime, server: &Arc<TftpServer>) -> Service {
+    let (rt, server) = (rt.clone(), Arc::clone(server));
     Service::new(
         "tftp",
         Box::new(move || {
@@ -214,6 +231,14 @@ pub fn role_name(role: Role) -> &'static str {
 /// Run the node role until SIGTERM or a fatal error.
 pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let rt = TokioRuntime::new().context("seeding the runtime")?;
+    // Bind before touching the store: a port in use fails the start with
+    // nothing created.
+    let replication_listen =
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.store.replication_port));
+    let replication_listener = rt
+        .listen_tcp(replication_listen)
+        .await
+        .with_context(|| format!("store.replication_port {}", settings.store.replication_port))?;
     let store = open_store(&settings)?;
     let replication = Replication::default();
     let peer_ip = settings
@@ -225,12 +250,16 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         .context("cluster: the peer has no link")?;
     let replication_settings = ReplicationSettings {
         node_id: u32::from(settings.cluster.local.id.0),
-        listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.store.replication_port)),
+        listen: replication_listen,
         peer: SocketAddr::new(peer_ip, settings.store.replication_port),
     };
-    crate::services::start_secondary(&rt, &store, &replication, &replication_settings)
-        .await
-        .with_context(|| format!("store.replication_port {}", settings.store.replication_port))?;
+    crate::services::serve_secondary(
+        &rt,
+        &store,
+        &replication,
+        &replication_settings,
+        replication_listener,
+    );
     let status = Arc::new(Mutex::new(NodeStatus {
         node: settings.name.clone(),
         role: "starting".to_owned(),
@@ -242,6 +271,12 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         let status = Arc::clone(&status);
         Arc::new(move || status.lock().unwrap_or_else(|p| p.into_inner()).peer == "alive")
     };
+    let nfs = nfs_server(&settings, &store);
+    let tftp = tftp_server(&settings, &store);
+    let counters: Arc<dyn Fn() -> Vec<crate::metrics::Sample> + Send + Sync> = {
+        let (nfs, tftp) = (Arc::clone(&nfs), Arc::clone(&tftp));
+        Arc::new(move || service_samples(&nfs, &tftp))
+    };
     let resources: Vec<Box<dyn Resource>> = vec![
         Box::new(StoreResource::new(
             rt.clone(),
@@ -250,8 +285,8 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
             replication_settings,
             peer_alive,
         )),
-        Box::new(nfs_service(&rt, &settings, &store)),
-        Box::new(tftp_service(&rt, &settings, &store)),
+        Box::new(nfs_service(&rt, &nfs)),
+        Box::new(tftp_service(&rt, &tftp)),
         Box::new(dhcp_service(&rt, &settings, &store)),
     ];
     let (events_tx, events_rx) = mpsc::channel(1024);
@@ -264,6 +299,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         replication,
         admin: admin_tx,
         settings: Arc::clone(&settings),
+        counters,
     };
     if let Some(parent) = settings.admin.socket.parent() {
         std::fs::create_dir_all(parent)
@@ -326,7 +362,6 @@ async fn spawn_metrics(
     listen: SocketAddr,
     state: NodeState,
 ) -> anyhow::Result<()> {
-    use ironroot_net::Runtime;
     let listener = rt
         .listen_tcp(listen)
         .await
@@ -335,4 +370,64 @@ async fn spawn_metrics(
         crate::handler::samples(&state)
     }));
     Ok(())
+}
+
+/// NFS and TFTP counters as metrics.
+fn service_samples(nfs: &NfsServer, tftp: &TftpServer) -> Vec<crate::metrics::Sample> {
+    use crate::metrics::Sample;
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = nfs.counters();
+    let mut samples = vec![Sample::counter(
+        "ironroot_nfs_calls_total",
+        "RPC calls answered by the NFS, MOUNT and portmap services.",
+        c.calls.load(Relaxed),
+    )];
+    for (reason, value) in [
+        ("unknown_client", &c.unknown_client),
+        ("bad_handle", &c.bad_handle),
+        ("stale", &c.stale),
+        ("read_only", &c.rofs),
+        ("garbage_args", &c.garbage_args),
+        ("auth_rejected", &c.auth_rejected),
+        ("duplicate_dropped", &c.duplicate_dropped),
+        ("in_flight_full", &c.in_flight_full_dropped),
+        ("connections_refused", &c.connections_refused),
+    ] {
+        samples.push(
+            Sample::counter(
+                "ironroot_nfs_errors_total",
+                "NFS calls refused or dropped, by reason.",
+                value.load(Relaxed),
+            )
+            .label("reason", reason),
+        );
+    }
+    let t = tftp.counters().snapshot();
+    samples.push(Sample::counter(
+        "ironroot_tftp_requests_total",
+        "TFTP requests received.",
+        t.requests,
+    ));
+    samples.push(Sample::counter(
+        "ironroot_tftp_transfers_completed_total",
+        "TFTP transfers completed.",
+        t.transfers_completed,
+    ));
+    for (reason, value) in [
+        ("malformed", t.malformed_dropped + t.malformed_refused),
+        ("write_refused", t.write_refused),
+        ("not_found", t.not_found),
+        ("busy", t.busy_dropped),
+        ("timed_out", t.transfers_timed_out),
+    ] {
+        samples.push(
+            Sample::counter(
+                "ironroot_tftp_errors_total",
+                "TFTP requests refused or transfers failed, by reason.",
+                value,
+            )
+            .label("reason", reason),
+        );
+    }
+    samples
 }

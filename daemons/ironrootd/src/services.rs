@@ -141,6 +141,18 @@ pub async fn start_secondary(
     settings: &ReplicationSettings,
 ) -> io::Result<()> {
     let listener = rt.listen_tcp(settings.listen).await?;
+    serve_secondary(rt, store, replication, settings, listener);
+    Ok(())
+}
+
+/// [`start_secondary`] on a listener bound already.
+pub fn serve_secondary(
+    rt: &TokioRuntime,
+    store: &SharedStore,
+    replication: &Replication,
+    settings: &ReplicationSettings,
+    listener: <TokioRuntime as Runtime>::Listener,
+) {
     let machine = ReplicationSecondary::new(ReplicationConfig::new(settings.node_id));
     let (events_tx, events) = tokio::sync::mpsc::channel(1024);
     tokio::spawn(log_replication_events("secondary", events));
@@ -153,7 +165,6 @@ pub async fn start_secondary(
         events_tx,
     ));
     replication.set(ReplicationRole::Secondary(task));
-    Ok(())
 }
 
 async fn log_replication_events(

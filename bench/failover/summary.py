@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Table of bench/failover/run.sh results: min/median/max per
+(daemon, profile, fault), the ironroot/keepalived ratio of medians, and
+whether the old active still held the VIP after the fault."""
+import statistics
+import sys
+
+PAIRS = [("ir-default", "ka-100"), ("ir-fast-fence", "ka-10"), ("ir-fast-witness", "ka-10")]
+LABEL = {
+    "ir-default": "ironrootd witness, interval 100 / dead 1200 / lease 1200, VIP lifetime 1 s",
+    "ir-fast-witness": "ironrootd witness, interval 10 / dead 1060 / lease 1060, VIP lifetime 1 s",
+    "ir-fast-fence": "ironrootd fencing, interval 10 / dead 1060, standby_delay 0, VIP lifetime 1 s",
+    "ka-100": "keepalived VRRPv3 advert_int 0.1",
+    "ka-10": "keepalived VRRPv3 advert_int 0.01",
+}
+
+rows = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) < 4:
+        continue
+    key = (f[0], f[1])
+    r = rows.setdefault(key, {"ms": [], "fail": 0, "vip_at": 0, "vip_later": 0, "n": 0})
+    r["n"] += 1
+    if f[3] == "FAIL":
+        r["fail"] += 1
+    else:
+        r["ms"].append(int(f[3].rstrip("us")) / 1000.0)
+    if len(f) >= 6:
+        r["vip_at"] += f[4] == "1"
+        r["vip_later"] += f[5] == "1"
+
+print(f"{'profile':<16}{'fault':<7}{'ok/n':>6}{'min':>7}{'median':>8}{'max':>7}  old-active-holds-VIP: at-takeover / +2s")
+for (profile, fault), r in rows.items():
+    ms = r["ms"]
+    ok = f"{len(ms)}/{r['n']}"
+    if ms:
+        stats = f"{min(ms):>7.0f}{statistics.median(ms):>8.0f}{max(ms):>7.0f}"
+    else:
+        stats = f"{'-':>7}{'-':>8}{'-':>7}"
+    print(f"{profile:<16}{fault:<7}{ok:>6}{stats}  {r['vip_at']}/{r['n']} / {r['vip_later']}/{r['n']}")
+print("(times in ms from the fault to the first answer from the standby through the VIP; probe every 10 ms)")
+print()
+for ir, ka in PAIRS:
+    for fault in ("host", "kill9"):
+        a, b = rows.get((ir, fault)), rows.get((ka, fault))
+        if a and b and a["ms"] and b["ms"]:
+            ratio = statistics.median(a["ms"]) / statistics.median(b["ms"])
+            print(f"ratio {ir}/{ka} {fault}: {ratio:.2f}")
+print()
+for key in sorted({p for p, _ in rows}):
+    print(f"{key}: {LABEL.get(key, key)}")
+print("note: after kill9, keepalived's dead master keeps the VIP on its interface (column '+2s'):")
+print("      no split-brain protection; ironrootd's VIP has a 1 s valid_lft and leaves on its own.")

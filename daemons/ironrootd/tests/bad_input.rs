@@ -1,0 +1,114 @@
+//! Bad input at start: each case gives one clear error line naming what is
+//! wrong and a non-zero exit, and leaves nothing running or half-created.
+
+use std::path::Path;
+use std::process::Command;
+
+const KEY: &str = "8d3c0b7e1f2a4d5c6b7a8998a7b6c5d4e3f201f2e3d4c5b6a79881726354a5b6";
+
+fn config(dir: &Path, replication_port: u16) -> String {
+    format!(
+        r#"
+[cluster]
+cluster_id = 1
+key_hex = "{KEY}"
+unsafe_unfenced = true
+[[cluster.nodes]]
+name = "a"
+id = 1
+links = ["127.0.0.1:16940"]
+[[cluster.nodes]]
+name = "b"
+id = 2
+links = ["127.0.0.2:16940"]
+[cluster.vip]
+addr = "127.0.0.10"
+prefix_len = 8
+interface = "lo"
+[store]
+dir = "{store}"
+replication_port = {replication_port}
+[nfs]
+handle_key_file = "{key}"
+[dhcp]
+vip = "127.0.0.10"
+subnet_mask = "255.0.0.0"
+[admin]
+socket = "{admin}"
+[metrics]
+listen = "127.0.0.1:0"
+"#,
+        store = dir.join("store").display(),
+        key = dir.join("handle.key").display(),
+        admin = dir.join("admin.sock").display(),
+    )
+}
+
+/// Run ironrootd on `text` as node `a`; (exit code, stderr).
+fn start(dir: &Path, text: &str) -> (i32, String) {
+    let path = dir.join("ironroot.toml");
+    std::fs::write(&path, text).expect("write config");
+    let output = Command::new(env!("CARGO_BIN_EXE_ironrootd"))
+        .args(["--config", &path.display().to_string(), "--node", "a"])
+        .output()
+        .expect("run ironrootd");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn one_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{stderr}");
+    lines[0]
+}
+
+#[test]
+fn a_malformed_config_names_the_file_and_the_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("handle.key"), "00".repeat(32)).expect("key");
+    let text = config(dir.path(), 17790).replace("[store]", "[store]\nbogus = 1");
+    let (code, stderr) = start(dir.path(), &text);
+    assert_ne!(code, 0);
+    let line = one_line(&stderr);
+    assert!(
+        line.starts_with("ironrootd: ") && line.contains("ironroot.toml") && line.contains("bogus"),
+        "{line}"
+    );
+    assert!(
+        !dir.path().join("store").exists(),
+        "nothing created before validation"
+    );
+}
+
+#[test]
+fn a_missing_key_file_names_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, stderr) = start(dir.path(), &config(dir.path(), 17791));
+    assert_ne!(code, 0);
+    let line = one_line(&stderr);
+    assert!(
+        line.contains("nfs.handle_key_file") && line.contains("handle.key"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_port_in_use_names_the_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("handle.key"), "00".repeat(32)).expect("key");
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let (code, stderr) = start(dir.path(), &config(dir.path(), port));
+    assert_ne!(code, 0);
+    let line = one_line(&stderr);
+    assert!(
+        line.contains(&format!("store.replication_port {port}")) && line.contains("in use"),
+        "{line}"
+    );
+    assert!(
+        !dir.path().join("admin.sock").exists(),
+        "the admin API never started"
+    );
+}
