@@ -421,7 +421,13 @@ pub fn live_update<C: Clock>(lab: &mut Lab<C>, record: &mut RunRecord) -> Result
     let diagnosis = if kept {
         String::new()
     } else {
-        output(&mut vm, LIVE_DIAGNOSIS)?
+        let guest = output(&mut vm, LIVE_DIAGNOSIS)?;
+        let console = vm.console();
+        let from = console.len().saturating_sub(3_000);
+        let from = (from..console.len())
+            .find(|i| console.is_char_boundary(*i))
+            .unwrap_or(console.len());
+        format!("{guest}\n--- console ---\n{}", &console[from..])
     };
     record.check(
         "a program started before the update keeps running",
@@ -441,7 +447,7 @@ pub fn live_update<C: Clock>(lab: &mut Lab<C>, record: &mut RunRecord) -> Result
 }
 
 const LIVE_DIAGNOSIS: &str = "for p in /proc/[0-9]*; do \
-case $(cat $p/comm) in sleep|lab-ticker|sh) echo \"; $p $(cat $p/comm) $(cut -d' ' -f3,4 $p/stat) \
+case $(cat $p/comm) in sleep|lab-ticker|sh|init) echo \"; $p $(cat $p/comm) $(cut -d' ' -f3,4,5,6 $p/stat) \
 $(cat $p/wchan) $(tr '\\n' ' ' <$p/stack)\";; esac; done; \
 dmesg | grep -i -e nfs -e rpc | tail -5 | sed 's/^/; dmesg: /'";
 
