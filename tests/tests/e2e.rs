@@ -202,6 +202,33 @@ impl Cluster {
         Ok(output.stdout)
     }
 
+    /// busybox udhcpc in the client namespace; what its script printed.
+    fn udhcpc(&self, script: &str) -> Result<String> {
+        let args = [
+            "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", script,
+        ];
+        let output = self
+            .client()
+            .output("busybox", &args, Duration::from_secs(30))?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// atftp fetches `file` from the VIP in the client namespace.
+    fn tftp_get(&self, file: &str) -> Result<Vec<u8>> {
+        let local = self._dir.path().join(format!("tftp-{file}"));
+        let args = ["-g", "-r", file, "-l", &local.display().to_string(), VIP];
+        let output = self
+            .client()
+            .output("atftp", &args, Duration::from_secs(20))?;
+        if !output.status.success() {
+            bail!(
+                "atftp {file}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(std::fs::read(&local)?)
+    }
+
     fn logs(&self) -> String {
         let mut text = String::new();
         for node in &self.nodes {
@@ -296,14 +323,7 @@ fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
     std::fs::write(&script, UDHCPC_SCRIPT)?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let script = script.display().to_string();
-    let dhcp = cluster.client().output(
-        "busybox",
-        &[
-            "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", &script,
-        ],
-        Duration::from_secs(30),
-    )?;
-    let dhcp_out = String::from_utf8_lossy(&dhcp.stdout);
+    let dhcp_out = cluster.udhcpc(&script)?;
     assert!(
         dhcp_out.contains(&format!("ip={CLIENT_IP} serverid={VIP} siaddr={VIP}")),
         "{dhcp_out}\n{}",
@@ -311,25 +331,7 @@ fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
     );
 
     // TFTP from the VIP.
-    let fetched = cluster._dir.path().join("hello.txt");
-    let tftp = cluster.client().output(
-        "atftp",
-        &[
-            "-g",
-            "-r",
-            "hello.txt",
-            "-l",
-            &fetched.display().to_string(),
-            VIP,
-        ],
-        Duration::from_secs(20),
-    )?;
-    assert!(
-        tftp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tftp.stderr)
-    );
-    assert_eq!(std::fs::read_to_string(&fetched)?, "boot file\n");
+    assert_eq!(cluster.tftp_get("hello.txt")?, b"boot file\n");
 
     // NFS through the VIP: the root's files, byte for byte.
     assert_eq!(cluster.nfs_cat("etc/motd")?, b"read-only root\n");
@@ -356,37 +358,12 @@ fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
         died.elapsed()
     );
     assert_eq!(cluster.nfs_cat("bin/ls")?, std::fs::read("/bin/ls")?);
-    let dhcp = cluster.client().output(
-        "busybox",
-        &[
-            "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", &script,
-        ],
-        Duration::from_secs(30),
-    )?;
-    let dhcp_out = String::from_utf8_lossy(&dhcp.stdout);
+    let dhcp_out = cluster.udhcpc(&script)?;
     assert!(
         dhcp_out.contains(&format!("ip={CLIENT_IP} serverid={VIP}")),
         "{dhcp_out}"
     );
-    let fetched = cluster._dir.path().join("hello-after.txt");
-    let tftp = cluster.client().output(
-        "atftp",
-        &[
-            "-g",
-            "-r",
-            "hello.txt",
-            "-l",
-            &fetched.display().to_string(),
-            VIP,
-        ],
-        Duration::from_secs(20),
-    )?;
-    assert!(
-        tftp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tftp.stderr)
-    );
-    assert_eq!(std::fs::read_to_string(&fetched)?, "boot file\n");
+    assert_eq!(cluster.tftp_get("hello.txt")?, b"boot file\n");
     let status = cluster.cli(standby, &["status"])?;
     assert_eq!(status["data"]["role"], "active", "{status}");
     assert_eq!(status["data"]["peer"]["state"], "dead", "{status}");
