@@ -116,10 +116,11 @@ enum SplitBrainCommand {
 
 #[derive(Subcommand)]
 enum BootCommand {
-    /// Build the kernel and NFS-root initramfs of IMAGE.
+    /// Build the kernel and NFS-root initramfs of IMAGE (default: from the
+    /// current Debian bookworm kernel package, downloaded and cached).
     ImportKernel {
         image: String,
-        /// A linux-image-*.deb.
+        /// A linux-image-*.deb to use instead.
         #[arg(long, conflicts_with = "from_image")]
         deb: Option<PathBuf>,
         /// Use the kernel and modules inside the image.
@@ -179,16 +180,11 @@ fn request(command: Command) -> Result<Request, String> {
             image,
             deb,
             from_image,
-        }) => {
-            if deb.is_none() && !from_image {
-                return Err("boot import-kernel needs --deb FILE or --from-image".to_owned());
-            }
-            Request::BootImportKernel {
-                image,
-                deb: deb.as_deref().map(absolute),
-                from_image,
-            }
-        }
+        }) => Request::BootImportKernel {
+            image,
+            deb: deb.as_deref().map(absolute),
+            from_image,
+        },
         Command::Completions { .. } => return Err("completions are printed locally".to_owned()),
     })
 }
@@ -326,8 +322,31 @@ mod tests {
                 image: "debian".into()
             }
         );
-        let cli = Cli::parse_from(["ironroot", "boot", "import-kernel", "debian"]);
-        assert!(request(cli.command).is_err(), "needs --deb or --from-image");
+        let cli = Cli::parse_from([
+            "ironroot",
+            "boot",
+            "import-kernel",
+            "debian",
+            "--from-image",
+        ]);
+        assert_eq!(
+            request(cli.command).expect("request"),
+            Request::BootImportKernel {
+                image: "debian".into(),
+                deb: None,
+                from_image: true
+            }
+        );
+        assert!(Cli::try_parse_from([
+            "ironroot",
+            "boot",
+            "import-kernel",
+            "debian",
+            "--deb",
+            "k.deb",
+            "--from-image"
+        ])
+        .is_err());
     }
 
     #[test]

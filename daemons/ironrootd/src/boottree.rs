@@ -127,6 +127,7 @@ pub fn stage_kernel(
     store: &SharedStore,
     image: &str,
     deb: Option<std::path::PathBuf>,
+    from_image: bool,
     dir: &std::path::Path,
 ) -> Result<Vec<String>, ImportKernelError> {
     use ironroot_boot::import::{import_kernel, ImportOptions, KernelSource};
@@ -155,9 +156,12 @@ pub fn stage_kernel(
     let cache = ironroot_boot::packages::default_cache();
     let mut options = ImportOptions::from_cache(&cache)?;
     options.image_root = Some(image_root.clone());
-    let source = match deb {
-        Some(deb) => KernelSource::Deb(deb),
-        None => KernelSource::ImageRoot(image_root),
+    let source = match (deb, from_image) {
+        (Some(deb), _) => KernelSource::Deb(deb),
+        (None, true) => KernelSource::ImageRoot(image_root),
+        // Neither: the current bookworm kernel package, fetched (and
+        // checksummed) into the package cache.
+        (None, false) => KernelSource::Deb(cache.kernel()?.path),
     };
     let artifacts = import_kernel(&source, &options)?;
     let mut written: Vec<String> = artifacts.write_to_tree(&tree, image)?.into_keys().collect();

@@ -250,7 +250,12 @@ impl Handler {
 
     /// `boot import-kernel`: build the boot files off the async workers,
     /// then import the new boot tree as one replicated write.
-    async fn import_kernel(&self, image: String, deb: Option<String>) -> Result<WriteFn, String> {
+    async fn import_kernel(
+        &self,
+        image: String,
+        deb: Option<String>,
+        from_image: bool,
+    ) -> Result<WriteFn, String> {
         let store = std::sync::Arc::clone(&self.state.store);
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let staging = dir.path().to_owned();
@@ -259,6 +264,7 @@ impl Handler {
                 &store,
                 &image,
                 deb.map(std::path::PathBuf::from),
+                from_image,
                 &staging,
             )
             .map(|files| (files, image))
@@ -287,8 +293,8 @@ impl Handler {
             Request::BootImportKernel {
                 image,
                 deb,
-                from_image: _,
-            } => self.import_kernel(image, deb).await,
+                from_image,
+            } => self.import_kernel(image, deb, from_image).await,
             other => self.write_fn(other),
         };
         let write = match write {
