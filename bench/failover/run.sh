@@ -47,9 +47,12 @@ die() { echo "error: $*" >&2; exit 1; }
 [ -x "$IRONROOTD" ] || die "$IRONROOTD missing: CARGO_TARGET_DIR=/work/target-bench cargo build --release -p ironrootd -p ironroot"
 [ -n "$PY" ] || die "python3 missing"
 
-kill_ns() { # every process of a namespace, by PID
-    local p
-    for p in $(ip netns pids "$1" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+kill_ns() { # every process of a namespace, by PID; frozen first, like a power-off
+    local pids
+    pids=$(ip netns pids "$1" 2>/dev/null)
+    [ -n "$pids" ] || return 0
+    kill -STOP $pids 2>/dev/null
+    kill -9 $pids 2>/dev/null
 }
 kill_comm() { # processes of namespace $1 whose command name is $2, by PID
     # SIGSTOP all of them first: keepalived's VRRP child gets SIGTERM when
@@ -111,7 +114,7 @@ ironroot_config() { # $1 dir, $2 profile, $3 node
         quorum=$'[cluster.witness]\naddr = "10.78.0.3:695"\nlease_ms = 1060'
         timing=$'interval_ms = 10\nwarn_ms = 500\ndead_ms = 1060\ninitial_dead_ms = 1060' ;;
     ir-fast-fence)
-        quorum=$'[cluster.fencing]\ncommand = ["'"$WORK"'/fence.sh", "{node}"]\ntimeout_ms = 2000\nstandby_delay_ms = 0'
+        quorum=$(printf '[cluster.fencing]\ncommand = ["%s/fence.sh", "{node}"]\ntimeout_ms = 2000\nstandby_delay_ms = 0' "$WORK")
         timing=$'interval_ms = 10\nwarn_ms = 500\ndead_ms = 1060\ninitial_dead_ms = 1060' ;;
     esac
     mkdir -p "$1/$3"
@@ -253,13 +256,22 @@ one_run() { # $1 profile, $2 fault, $3 index
         [ -n "$first" ] && break
         sleep 0.02
     done
+    # Does the old active still hold the VIP when the standby answers, and
+    # when does the address leave it (polled every ~10 ms for 2.5 s)?
+    local gone=- t
     vip_at=$(holds_vip "$master")
-    sleep 2
+    if [ "$vip_at" = 0 ]; then gone=0; fi
+    for i in $(seq 250); do
+        [ "$gone" = - ] || break
+        t=$(now_ns)
+        [ "$(holds_vip "$master")" = 0 ] && gone=$(((t - t0) / 1000))us
+        sleep 0.01
+    done
     vip_later=$(holds_vip "$master")
     if [ -n "$first" ]; then
-        echo "$profile $fault $3 $(((first - t0) / 1000))us $vip_at $vip_later" >>"$RESULTS"
+        echo "$profile $fault $3 $(((first - t0) / 1000))us $vip_at $vip_later $gone" >>"$RESULTS"
     else
-        echo "$profile $fault $3 FAIL $vip_at $vip_later" >>"$RESULTS"
+        echo "$profile $fault $3 FAIL $vip_at $vip_later $gone" >>"$RESULTS"
     fi
     tail -n 1 "$RESULTS" >&2
 }

@@ -14,6 +14,10 @@ LABEL = {
     "ka-10": "keepalived VRRPv3 advert_int 0.01",
 }
 
+def fmt_overlap(ms):
+    return "never left" if ms == float("inf") else f"{ms:.0f}"
+
+
 rows = {}
 for line in open(sys.argv[1]):
     f = line.split()
@@ -29,8 +33,15 @@ for line in open(sys.argv[1]):
     if len(f) >= 6:
         r["vip_at"] += f[4] == "1"
         r["vip_later"] += f[5] == "1"
+    # Overlap: the VIP left the old active this long after the standby's
+    # first answer (only counted when it was still there at that moment).
+    if len(f) >= 7 and f[4] == "1" and f[3] != "FAIL" and f[6].endswith("us"):
+        over = int(f[6][:-2]) / 1000.0 - int(f[3][:-2]) / 1000.0
+        r["overlap"] = max(r.get("overlap", 0.0), over)
+    elif len(f) >= 7 and f[4] == "1" and f[6] == "-":
+        r["overlap"] = float("inf")
 
-print(f"{'profile':<16}{'fault':<7}{'ok/n':>6}{'min':>7}{'median':>8}{'max':>7}  old-active-holds-VIP: at-takeover / +2s")
+print(f"{'profile':<16}{'fault':<7}{'ok/n':>6}{'min':>7}{'median':>8}{'max':>7}  old active holds VIP: at takeover / +2.5 s / max overlap ms")
 for (profile, fault), r in rows.items():
     ms = r["ms"]
     ok = f"{len(ms)}/{r['n']}"
@@ -38,7 +49,7 @@ for (profile, fault), r in rows.items():
         stats = f"{min(ms):>7.0f}{statistics.median(ms):>8.0f}{max(ms):>7.0f}"
     else:
         stats = f"{'-':>7}{'-':>8}{'-':>7}"
-    print(f"{profile:<16}{fault:<7}{ok:>6}{stats}  {r['vip_at']}/{r['n']} / {r['vip_later']}/{r['n']}")
+    print(f"{profile:<16}{fault:<7}{ok:>6}{stats}  {r['vip_at']}/{r['n']} / {r['vip_later']}/{r['n']} / {fmt_overlap(r.get('overlap', 0.0))}")
 print("(times in ms from the fault to the first answer from the standby through the VIP; probe every 10 ms)")
 print()
 for ir, ka in PAIRS:
@@ -50,5 +61,5 @@ for ir, ka in PAIRS:
 print()
 for key in sorted({p for p, _ in rows}):
     print(f"{key}: {LABEL.get(key, key)}")
-print("note: after kill9, keepalived's dead master keeps the VIP on its interface (column '+2s'):")
+print("note: after kill9, keepalived's dead master keeps the VIP on its interface (column '+2.5 s'):")
 print("      no split-brain protection; ironrootd's VIP has a 1 s valid_lft and leaves on its own.")
