@@ -40,7 +40,7 @@ echo "ironroot-lab: init on $(uname -r), client ${CLIENT:-?}"
 echo "ironroot-lab: shell ready"
 while :; do
 	setsid cttyhack /bin/sh
-	echo "ironroot-lab: shell exited, restarting"
+	echo "ironroot-lab: shell exited (status $?), restarting"
 done
 "#;
 

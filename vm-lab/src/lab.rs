@@ -169,8 +169,8 @@ impl<C: Clock> Lab<C> {
         )
     }
 
-    /// Waits for the shell, then turns the console's echo off so command
-    /// output is only output.
+    /// Waits for the shell, then turns the console's echo and kernel
+    /// messages off so command output is only output.
     pub fn wait_shell(&mut self, vm: &mut Vm<C>) -> Result<(), LabError> {
         let shell = vm.wait_phase(Phase::Shell, "BOOT_SECS_MAX", BOOT_SECS_MAX);
         if let Err(e) = shell {
@@ -178,8 +178,10 @@ impl<C: Clock> Lab<C> {
             self.server.check_alive()?;
             return Err(e);
         }
+        // Kernel messages (e.g. the link coming up) would land in the
+        // middle of command output: only emergencies reach the console now.
         vm.run(
-            "stty -echo",
+            "stty -echo; dmesg -n 1",
             "SHELL_COMMAND_SECS_MAX",
             SHELL_COMMAND_SECS_MAX,
         )?;

@@ -293,7 +293,14 @@ pub fn exceptions<C: Clock>(lab: &mut Lab<C>, record: &mut RunRecord) -> Result<
     }
     let mut vms = boot_all(lab, record, 2)?;
     for (i, vm) in vms.iter_mut().enumerate() {
-        let seen = output(vm, "cat /etc/hostname")?;
+        output(vm, "printf '@@%s HOST %s\\n' T \"$(cat /etc/hostname)\"")?;
+        let seen = vm
+            .tagged()
+            .iter()
+            .rev()
+            .find_map(|(_, t)| t.strip_prefix("HOST "))
+            .unwrap_or_default()
+            .to_string();
         let other = &wanted[1 - i];
         record.check(
             "each client sees its own /etc/hostname only",
@@ -363,10 +370,11 @@ pub fn live_update<C: Clock>(lab: &mut Lab<C>, record: &mut RunRecord) -> Result
     booted?;
     vm.send("/usr/bin/lab-ticker &\n")?;
     vm.wait_tagged(0, |t| t == "TICK 2", "LOOP_PROGRESS_SECS_MAX", 60)?;
-    // The guest watches for the new file and says when it sees it.
+    // The guest watches for the new file in the foreground (bounded) and
+    // says when it sees it.
     vm.send(
-        "( while [ ! -e /etc/lab-update ]; do sleep 0.1; done; \
-         printf '@@%s FOUND %s\\n' T \"$(cat /etc/lab-update)\" ) &\n",
+        "i=0; while [ ! -e /etc/lab-update ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; \
+         printf '@@%s FOUND %s\\n' T \"$(cat /etc/lab-update 2>&1)\"\n",
     )?;
     vm.idle(500)?;
     let v2 = derived_root(

@@ -112,7 +112,7 @@ fn failover_under_load_with_ironroot() {
     for wanted in [
         "no loop error across the host death of the active node",
         "no loop error across kill -9 of ironrootd on the active node",
-        "the load loop ran through both failures and ended cleanly",
+        "the load loop ran through the failures and ended cleanly",
     ] {
         assert!(
             names.contains(&wanted),
