@@ -17,47 +17,28 @@ const CLIENT_MAC: &str = "52:54:00:00:77:42";
 const CLIENT_IP: &str = "10.77.0.50";
 const KEY: &str = "8d3c0b7e1f2a4d5c6b7a8998a7b6c5d4e3f201f2e3d4c5b6a79881726354a5b6";
 
-fn config(dir: &Path) -> String {
-    format!(
-        r#"
-[cluster]
-cluster_id = 7
-key_hex = "{KEY}"
-[[cluster.nodes]]
-name = "a"
-id = 1
-links = ["10.77.0.1:694"]
-[[cluster.nodes]]
-name = "b"
-id = 2
-links = ["10.77.0.2:694"]
-[cluster.witness]
-addr = "10.77.0.3:695"
-lease_ms = 1500
-[cluster.timing]
-interval_ms = 100
-dead_ms = 1500
-initial_dead_ms = 2000
-[cluster.vip]
-addr = "{VIP}"
-prefix_len = 24
-interface = "eth0"
-lifetime_ms = 1000
-[store]
-dir = "STORE"
-[nfs]
-handle_key_file = "{key}"
-[dhcp]
-vip = "{VIP}"
-subnet_mask = "255.255.255.0"
-[dhcp.boot]
-[admin]
-socket = "ADMIN"
-[metrics]
-listen = "0.0.0.0:9450"
-"#,
-        key = dir.join("handle.key").display()
-    )
+/// The two-node + witness cluster of this test; per-node paths under `node_dir`.
+fn config(dir: &Path, node_dir: &Path) -> String {
+    ironrootd::config::TwoNodeLayout {
+        cluster_id: 7,
+        key_hex: KEY.to_owned(),
+        nodes: [
+            ("a".into(), [10, 77, 0, 1].into()),
+            ("b".into(), [10, 77, 0, 2].into()),
+        ],
+        witness: Some([10, 77, 0, 3].into()),
+        vip: VIP.parse().expect("VIP"),
+        prefix_len: 24,
+        interface: "eth0".into(),
+        dead_ms: 1500,
+        store_dir: node_dir.join("store"),
+        replication_port: 7790,
+        handle_key_file: dir.join("handle.key"),
+        admin_socket: node_dir.join("admin.sock"),
+        metrics_listen: "0.0.0.0:9450".into(),
+        extra: String::new(),
+    }
+    .render()
 }
 
 struct Node {
@@ -94,15 +75,14 @@ impl Cluster {
         let client = segment.add_host("c", None, Some(CLIENT_MAC))?;
         let ironrootd = workspace_bin("ironrootd")?;
         let ironroot = workspace_bin("ironroot")?;
-        let template = config(dir.path());
         let mut nodes = Vec::new();
         for (name, host) in [("a", a), ("b", b)] {
             let node_dir = dir.path().join(name);
             std::fs::create_dir_all(&node_dir)?;
-            let text = template
-                .replace("STORE", &node_dir.join("store").display().to_string())
-                .replace("ADMIN", &node_dir.join("admin.sock").display().to_string());
-            std::fs::write(node_dir.join("ironroot.toml"), text)?;
+            std::fs::write(
+                node_dir.join("ironroot.toml"),
+                config(dir.path(), &node_dir),
+            )?;
             nodes.push(Node {
                 name,
                 host,

@@ -85,53 +85,30 @@ impl Binaries {
 /// store directory and admin socket (all processes share one file system).
 pub fn config_text(dir: &Path, handle_key: &Path) -> String {
     let [a, b] = NODE_ADDRS;
-    format!(
-        r#"[cluster]
-cluster_id = 99
-key_hex = "{CLUSTER_KEY_HEX}"
-[[cluster.nodes]]
-name = "{na}"
-id = 1
-links = ["{a}:694"]
-[[cluster.nodes]]
-name = "{nb}"
-id = 2
-links = ["{b}:694"]
-[cluster.witness]
-addr = "{WITNESS_ADDR}:695"
-lease_ms = 1500
-[cluster.timing]
-interval_ms = 100
-dead_ms = 1500
-initial_dead_ms = 2000
-[cluster.vip]
-addr = "{VIP}"
-prefix_len = {PREFIX_LEN}
-interface = "lab0"
-lifetime_ms = 1000
-[store]
-dir = "{store}"
-[nfs]
-handle_key_file = "{key}"
-[dhcp]
-vip = "{VIP}"
-subnet_mask = "255.255.255.0"
-[dhcp.boot]
-ipxe_script = "tftp://{{vip}}/ipxe/clients/{{mac}}.ipxe"
-[boot]
-kernel_extra = ["{extra}"]
-[admin]
-socket = "{socket}"
-[metrics]
-listen = "127.0.0.1:9450"
-"#,
-        na = NODE_NAMES[0],
-        nb = NODE_NAMES[1],
-        store = dir.join("store").display(),
-        key = handle_key.display(),
-        socket = dir.join("admin.sock").display(),
-        extra = crate::bootsrc::TCG_KERNEL_ARG,
-    )
+    ironrootd::config::TwoNodeLayout {
+        cluster_id: 99,
+        key_hex: CLUSTER_KEY_HEX.to_owned(),
+        nodes: [
+            (NODE_NAMES[0].to_owned(), a.into()),
+            (NODE_NAMES[1].to_owned(), b.into()),
+        ],
+        witness: Some(WITNESS_ADDR.into()),
+        vip: VIP,
+        prefix_len: PREFIX_LEN,
+        interface: "lab0".into(),
+        dead_ms: 1500,
+        store_dir: dir.join("store"),
+        replication_port: 7790,
+        handle_key_file: handle_key.to_owned(),
+        admin_socket: dir.join("admin.sock"),
+        metrics_listen: "127.0.0.1:9450".into(),
+        extra: format!(
+            "[dhcp.boot]\nipxe_script = \"tftp://{{vip}}/ipxe/clients/{{mac}}.ipxe\"\n\
+             [boot]\nkernel_extra = [\"{}\"]\n",
+            crate::bootsrc::TCG_KERNEL_ARG
+        ),
+    }
+    .render()
 }
 
 pub struct IronrootNode {

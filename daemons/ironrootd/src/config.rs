@@ -347,3 +347,116 @@ mod tests {
         );
     }
 }
+
+/// A two-node cluster (with or without a witness) written as a config file:
+/// what labs, tests and first installs start from. `render` gives TOML that
+/// [`IronrootFile::parse`] accepts; per-process paths are the caller's.
+#[derive(Clone, Debug)]
+pub struct TwoNodeLayout {
+    pub cluster_id: u32,
+    pub key_hex: String,
+    /// (name, heartbeat address) of each node; link port 694.
+    pub nodes: [(String, std::net::IpAddr); 2],
+    /// Witness address (port 695); `None` runs with `unsafe_unfenced`.
+    pub witness: Option<std::net::IpAddr>,
+    pub vip: std::net::Ipv4Addr,
+    pub prefix_len: u8,
+    pub interface: String,
+    pub dead_ms: u64,
+    pub store_dir: PathBuf,
+    pub replication_port: u16,
+    pub handle_key_file: PathBuf,
+    pub admin_socket: PathBuf,
+    pub metrics_listen: String,
+    /// Appended verbatim: further sections (`[boot]`, `[dhcp.boot]`, ...).
+    pub extra: String,
+}
+
+impl TwoNodeLayout {
+    pub fn render(&self) -> String {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len))
+            .unwrap_or(0);
+        let mut text = format!(
+            "[cluster]\ncluster_id = {}\nkey_hex = \"{}\"\nunsafe_unfenced = {}\n",
+            self.cluster_id,
+            self.key_hex,
+            self.witness.is_none()
+        );
+        for (i, (name, addr)) in self.nodes.iter().enumerate() {
+            text += &format!(
+                "[[cluster.nodes]]\nname = \"{name}\"\nid = {}\nlinks = [\"{addr}:694\"]\n",
+                i + 1
+            );
+        }
+        if let Some(witness) = self.witness {
+            text += &format!(
+                "[cluster.witness]\naddr = \"{witness}:695\"\nlease_ms = {}\n",
+                self.dead_ms
+            );
+        }
+        text += &format!(
+            "[cluster.timing]\ninterval_ms = 100\ndead_ms = {dead}\ninitial_dead_ms = {initial}\n\
+             [cluster.vip]\naddr = \"{vip}\"\nprefix_len = {prefix}\ninterface = \"{interface}\"\nlifetime_ms = 1000\n\
+             [store]\ndir = \"{store}\"\nreplication_port = {replication}\n\
+             [nfs]\nhandle_key_file = \"{key}\"\n\
+             [dhcp]\nvip = \"{vip}\"\nsubnet_mask = \"{mask}\"\n\
+             [admin]\nsocket = \"{socket}\"\n\
+             [metrics]\nlisten = \"{metrics}\"\n",
+            dead = self.dead_ms,
+            initial = self.dead_ms + 500,
+            vip = self.vip,
+            prefix = self.prefix_len,
+            interface = self.interface,
+            store = self.store_dir.display(),
+            replication = self.replication_port,
+            key = self.handle_key_file.display(),
+            mask = std::net::Ipv4Addr::from(mask),
+            socket = self.admin_socket.display(),
+            metrics = self.metrics_listen,
+        );
+        text + &self.extra
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    #[test]
+    fn a_rendered_two_node_layout_validates_for_both_nodes_and_the_witness() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("handle.key");
+        std::fs::write(&key, "11".repeat(32)).expect("key");
+        let layout = TwoNodeLayout {
+            cluster_id: 3,
+            key_hex: "ab".repeat(32),
+            nodes: [
+                ("a".into(), [10, 1, 0, 1].into()),
+                ("b".into(), [10, 1, 0, 2].into()),
+            ],
+            witness: Some([10, 1, 0, 3].into()),
+            vip: [10, 1, 0, 10].into(),
+            prefix_len: 24,
+            interface: "eth0".into(),
+            dead_ms: 1500,
+            store_dir: dir.path().join("store"),
+            replication_port: 7790,
+            handle_key_file: key,
+            admin_socket: dir.path().join("admin.sock"),
+            metrics_listen: "127.0.0.1:9450".into(),
+            extra: "[boot]\nkernel_extra = [\"no-timer-check\"]\n".into(),
+        };
+        let file = IronrootFile::parse(&layout.render(), "layout.toml").expect("parses");
+        for node in ["a", "b"] {
+            file.node(node, "layout.toml").expect("node validates");
+        }
+        file.witness("layout.toml").expect("witness validates");
+        let unfenced = TwoNodeLayout {
+            witness: None,
+            ..layout
+        };
+        let file = IronrootFile::parse(&unfenced.render(), "layout.toml").expect("parses");
+        assert!(file.cluster.unsafe_unfenced);
+    }
+}

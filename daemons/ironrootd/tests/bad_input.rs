@@ -7,41 +7,26 @@ use std::process::Command;
 const KEY: &str = "8d3c0b7e1f2a4d5c6b7a8998a7b6c5d4e3f201f2e3d4c5b6a79881726354a5b6";
 
 fn config(dir: &Path, replication_port: u16) -> String {
-    format!(
-        r#"
-[cluster]
-cluster_id = 1
-key_hex = "{KEY}"
-unsafe_unfenced = true
-[[cluster.nodes]]
-name = "a"
-id = 1
-links = ["127.0.0.1:16940"]
-[[cluster.nodes]]
-name = "b"
-id = 2
-links = ["127.0.0.2:16940"]
-[cluster.vip]
-addr = "127.0.0.10"
-prefix_len = 8
-interface = "lo"
-[store]
-dir = "{store}"
-replication_port = {replication_port}
-[nfs]
-handle_key_file = "{key}"
-[dhcp]
-vip = "127.0.0.10"
-subnet_mask = "255.0.0.0"
-[admin]
-socket = "{admin}"
-[metrics]
-listen = "127.0.0.1:0"
-"#,
-        store = dir.join("store").display(),
-        key = dir.join("handle.key").display(),
-        admin = dir.join("admin.sock").display(),
-    )
+    ironrootd::config::TwoNodeLayout {
+        cluster_id: 1,
+        key_hex: KEY.to_owned(),
+        nodes: [
+            ("a".into(), [127, 0, 0, 1].into()),
+            ("b".into(), [127, 0, 0, 2].into()),
+        ],
+        witness: None,
+        vip: [127, 0, 0, 10].into(),
+        prefix_len: 8,
+        interface: "lo".into(),
+        dead_ms: 1500,
+        store_dir: dir.join("store"),
+        replication_port,
+        handle_key_file: dir.join("handle.key"),
+        admin_socket: dir.join("admin.sock"),
+        metrics_listen: "127.0.0.1:0".into(),
+        extra: String::new(),
+    }
+    .render()
 }
 
 /// Run ironrootd on `text` as node `a`; (exit code, stderr).
