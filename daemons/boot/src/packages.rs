@@ -124,15 +124,38 @@ impl DebCache {
         }
     }
 
+    /// Download into a private directory, then rename into the cache: a
+    /// concurrent reader (another test thread or process) never sees, and
+    /// never records the checksum of, a half-written package.
     fn download(&self, package: &str) -> Result<(), BootError> {
-        fs::create_dir_all(&self.dir).map_err(BootError::io(&self.dir))?;
+        static DOWNLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let serial = DOWNLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let private = self
+            .dir
+            .join(format!(".download-{}-{serial}", std::process::id()));
+        fs::create_dir_all(&private).map_err(BootError::io(&private))?;
+        let result = self.download_into(package, &private).and_then(|()| {
+            for entry in fs::read_dir(&private)
+                .map_err(BootError::io(&private))?
+                .flatten()
+            {
+                let target = self.dir.join(entry.file_name());
+                fs::rename(entry.path(), &target).map_err(BootError::io(&target))?;
+            }
+            Ok(())
+        });
+        let _ = fs::remove_dir_all(&private);
+        result
+    }
+
+    fn download_into(&self, package: &str, dir: &Path) -> Result<(), BootError> {
         let failed = |detail: String| BootError::AptDownload {
             package: package.to_string(),
             detail,
         };
         let mut child = Command::new("apt-get")
             .args(["download", "-q", package])
-            .current_dir(&self.dir)
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
