@@ -157,6 +157,18 @@ pub fn run_capture(
     timeout_name: &'static str,
     secs_max: u64,
 ) -> Result<(ExitStatus, String, String), LabError> {
+    let (status, stdout, stderr, _) = capture(command, timeout_name, secs_max, Interruptible::Yes)?;
+    Ok((status, stdout, stderr))
+}
+
+/// Spawn, drain stdout in a thread (a large answer must not block the
+/// child) and wait within `secs_max`: (status, stdout, stderr, command text).
+fn capture(
+    command: &mut Command,
+    timeout_name: &'static str,
+    secs_max: u64,
+    interruptible: Interruptible,
+) -> Result<(ExitStatus, String, String, String), LabError> {
     let text = describe(command);
     let child = command
         .stdin(Stdio::null())
@@ -167,8 +179,7 @@ pub fn run_capture(
             program: text.clone(),
             source,
         })?;
-    let mut guard = ChildGuard::new(text, child);
-    // stdout is read by a thread: a large answer must not block the child.
+    let mut guard = ChildGuard::new(text.clone(), child);
     let stdout = guard.child_mut().stdout.take();
     let reader = std::thread::spawn(move || {
         let mut out = String::new();
@@ -177,9 +188,9 @@ pub fn run_capture(
         }
         out
     });
-    let status = guard.wait_bounded_inner(timeout_name, secs_max, Interruptible::Yes)?;
+    let status = guard.wait_bounded_inner(timeout_name, secs_max, interruptible)?;
     let stdout = reader.join().unwrap_or_default();
-    Ok((status, stdout, guard.stderr_text()))
+    Ok((status, stdout, guard.stderr_text(), text))
 }
 
 /// Whether Ctrl-C ends a wait: not for cleanup, which must run to the end.
@@ -195,26 +206,14 @@ fn run_bounded_inner(
     secs_max: u64,
     interruptible: Interruptible,
 ) -> Result<String, LabError> {
-    let text = describe(command);
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| LabError::Spawn {
-            program: text.clone(),
-            source,
-        })?;
-    let mut guard = ChildGuard::new(text.clone(), child);
-    let status = guard.wait_bounded_inner(timeout_name, secs_max, interruptible)?;
-    let stdout = guard.take_stdout();
+    let (status, stdout, stderr, text) = capture(command, timeout_name, secs_max, interruptible)?;
     if status.success() {
         Ok(stdout)
     } else {
         Err(LabError::CommandFailed {
             command: text,
             status: status.to_string(),
-            stderr: guard.stderr_text(),
+            stderr,
         })
     }
 }
@@ -329,14 +328,6 @@ impl ChildGuard {
             secs: secs_max,
             what: format!("{} to exit", self.name),
         })
-    }
-
-    fn take_stdout(&mut self) -> String {
-        let mut out = String::new();
-        if let Some(mut pipe) = self.child.stdout.take() {
-            let _ = pipe.read_to_string(&mut out);
-        }
-        out
     }
 
     pub fn stderr_text(&self) -> String {
