@@ -140,11 +140,12 @@ fn cluster_file(
         }
     }
     text += &format!(
-        "[vip]\naddr = \"{}\"\nprefix_len = 24\ninterface = \"sim0\"\nlifetime_ms = {}\ngarp_count = {}\ngarp_interval_ms = {}\n",
+        "[vip]\naddr = \"{}\"\nprefix_len = 24\ninterface = \"sim0\"\nlifetime_ms = {}\ngarp_count = {}\ngarp_interval_ms = {}\nprobe_wait_ms = {}\n",
         scenario.vip,
         scenario.vip_lifetime.as_millis(),
         scenario.garp_count,
-        scenario.garp_interval.as_millis()
+        scenario.garp_interval.as_millis(),
+        scenario.probe_wait.as_millis()
     );
     toml::from_str(&text)
 }

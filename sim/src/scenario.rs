@@ -76,6 +76,13 @@ pub struct NetworkFile {
     pub garp_count: u32,
     #[serde(default = "default_garp_interval_ms")]
     pub garp_interval_ms: u64,
+    /// How long a claim probes for another holder (0: no probing).
+    #[serde(default = "default_probe_wait_ms")]
+    pub probe_wait_ms: u64,
+}
+
+fn default_probe_wait_ms() -> u64 {
+    500
 }
 
 fn default_vip_lifetime_ms() -> u64 {
@@ -112,6 +119,11 @@ pub struct FaultFile {
     /// Fraction of messages lost (loss).
     #[serde(default)]
     pub rate: Option<f64>,
+    /// The fault happens at a time drawn from the seed in
+    /// `[at_ms, at_ms + jitter_ms]`, so a sweep explores its phase against
+    /// heartbeats, renewals and the kernel's lifetime timer.
+    #[serde(default)]
+    pub jitter_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -178,6 +190,7 @@ pub struct Scenario {
     pub vip_lifetime: Duration,
     pub garp_count: u32,
     pub garp_interval: Duration,
+    pub probe_wait: Duration,
     pub nodes: Vec<Node>,
     pub faults: Vec<Fault>,
     pub cluster: Option<ClusterSection>,
@@ -194,6 +207,7 @@ pub struct Node {
 #[derive(Clone, Debug)]
 pub struct Fault {
     pub at: Duration,
+    pub jitter: Duration,
     pub kind: FaultKind,
     pub hosts: Vec<String>,
     pub rate: f64,
@@ -317,6 +331,7 @@ impl ScenarioFile {
             vip_lifetime: Duration::from_millis(net.vip_lifetime_ms),
             garp_count: net.garp_count,
             garp_interval: Duration::from_millis(net.garp_interval_ms),
+            probe_wait: Duration::from_millis(net.probe_wait_ms),
             nodes,
             faults,
             cluster: self.cluster.clone(),
@@ -412,6 +427,7 @@ impl ScenarioFile {
             }
             faults.push(Fault {
                 at: Duration::from_millis(fault.at_ms),
+                jitter: Duration::from_millis(fault.jitter_ms),
                 kind: fault.kind,
                 hosts,
                 rate,

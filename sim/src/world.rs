@@ -84,6 +84,7 @@ fn vip_spec(scenario: &Scenario) -> VipSpec {
     spec.lifetime = scenario.vip_lifetime;
     spec.garp_count = scenario.garp_count;
     spec.garp_interval = scenario.garp_interval;
+    spec.probe_wait = scenario.probe_wait;
     spec
 }
 
@@ -178,12 +179,20 @@ struct World<'w, 'a> {
 impl World<'_, '_> {
     /// Step the world, applying faults on time and sampling VIP holders.
     fn drive(&mut self, trace: &mut RunTrace) {
-        let mut faults = self.scenario.faults.iter().peekable();
+        let mut timed: Vec<(Duration, &Fault)> = self
+            .scenario
+            .faults
+            .iter()
+            .enumerate()
+            .map(|(i, fault)| (fault_time(fault, trace.seed, i), fault))
+            .collect();
+        timed.sort_by_key(|(at, _)| *at);
+        let mut faults = timed.into_iter().peekable();
         let mut holders: Vec<IpAddr> = Vec::new();
         let mut dual_since: Option<Instant> = None;
         loop {
             let now = now_of(self.sim);
-            while let Some(fault) = faults.next_if(|f| f.at <= now.since_origin()) {
+            while let Some((_, fault)) = faults.next_if(|(at, _)| *at <= now.since_origin()) {
                 trace.first_fault.get_or_insert(now);
                 self.apply_fault(fault, now);
             }
@@ -244,13 +253,25 @@ impl World<'_, '_> {
             .collect()
     }
 
+    /// Cut or repair the link between two hosts, in turmoil and in the
+    /// segment (so ARP probes across a cut go unanswered).
+    fn cut(&mut self, a: &str, b: &str, cut: bool) {
+        if cut {
+            self.sim.partition(a, b);
+        } else {
+            self.sim.repair(a, b);
+        }
+        self.segment
+            .set_cut(self.sim.lookup(a), self.sim.lookup(b), cut);
+    }
+
     /// Host death: software gone, addresses gone, every link cut.
     fn kill_host(&mut self, host: &str, now: Instant) {
         self.segment.host_died(self.sim.lookup(host), now);
         self.sim.crash(host);
         self.shared.record(now, host, ResourceEvent::Crashed);
         for other in self.everyone().iter().filter(|o| *o != host) {
-            self.sim.partition(host, other.as_str());
+            self.cut(host, other.as_str(), true);
         }
     }
 
@@ -281,7 +302,7 @@ impl World<'_, '_> {
                 log.push(now, "sim", "fault.restart", hosts[0].clone());
                 self.shared.powered_on(&hosts[0]);
                 for other in self.everyone().iter().filter(|o| **o != hosts[0]) {
-                    self.sim.repair(hosts[0].as_str(), other.as_str());
+                    self.cut(hosts[0].as_str(), other.as_str(), false);
                 }
                 self.sim.bounce(hosts[0].as_str());
             }
@@ -292,7 +313,7 @@ impl World<'_, '_> {
                     "fault.partition",
                     format!("{} | {}", hosts[0], hosts[1]),
                 );
-                self.sim.partition(hosts[0].as_str(), hosts[1].as_str());
+                self.cut(hosts[0].as_str(), hosts[1].as_str(), true);
             }
             FaultKind::Heal => {
                 log.push(
@@ -301,7 +322,7 @@ impl World<'_, '_> {
                     "fault.heal",
                     format!("{} | {}", hosts[0], hosts[1]),
                 );
-                self.sim.repair(hosts[0].as_str(), hosts[1].as_str());
+                self.cut(hosts[0].as_str(), hosts[1].as_str(), false);
             }
             FaultKind::Loss => {
                 log.push(
@@ -372,6 +393,18 @@ fn merge_log(
     }
     lines.sort_by_key(|line| line.at);
     lines
+}
+
+/// When fault `index` happens under `seed`: its time plus a jitter drawn
+/// from the seed (stable: the same seed always gives the same times).
+fn fault_time(fault: &Fault, seed: u64, index: usize) -> Duration {
+    use rand::Rng;
+    if fault.jitter.is_zero() {
+        return fault.at;
+    }
+    let jitter_ms = u64::try_from(fault.jitter.as_millis()).unwrap_or(u64::MAX);
+    let mut rng = ironroot_net::derive_rng(seed, &format!("fault/{index}"));
+    fault.at + Duration::from_millis(rng.gen_range(0..=jitter_ms))
 }
 
 pub(crate) fn host_seed(seed: u64, name: &str, incarnation: u64) -> u64 {

@@ -75,6 +75,27 @@ fn the_single_owner_checker_catches_two_holders() {
 }
 
 #[test]
+fn a_claim_without_probing_overlaps_a_dead_daemons_address() {
+    let probing = scenario("scenarios/vip-probe-waits.toml");
+    let text = include_str!("../../scenarios/vip-probe-waits.toml")
+        .replace("probe_wait_ms = 1500", "probe_wait_ms = 0");
+    let blind = Scenario::parse(&text, "blind.toml").expect("parses");
+    let mut blind_failures = 0;
+    for seed in 1..=8 {
+        let (out, _, verdict) = run_one("vip-probe-waits.toml", "rev", &probing, seed);
+        assert!(verdict.passed, "{out}");
+        let (out, trace, verdict) = run_one("blind.toml", "rev", &blind, seed);
+        if !verdict.passed {
+            assert!(out.contains("held by more than one host"), "{out}");
+            assert!(!trace.dual_owner.is_empty(), "{out}");
+            blind_failures += 1;
+        }
+    }
+    // b claims at 1.2 s, a's address lives until at least 1.6 s.
+    assert_eq!(blind_failures, 8, "every blind claim overlaps");
+}
+
+#[test]
 fn every_scenario_file_parses() {
     let dir = format!("{}/../scenarios", env!("CARGO_MANIFEST_DIR"));
     let mut count = 0;

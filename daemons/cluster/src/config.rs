@@ -119,6 +119,10 @@ pub struct VipFile {
     pub garp_count: u32,
     #[serde(default = "default_garp_interval_ms")]
     pub garp_interval_ms: u64,
+    /// Longest a claim waits while another host still answers ARP for the
+    /// address (0: claim without probing).
+    #[serde(default = "default_probe_wait_ms")]
+    pub probe_wait_ms: u64,
 }
 
 fn default_lease_ms() -> u64 {
@@ -138,6 +142,9 @@ fn default_garp_count() -> u32 {
 }
 fn default_garp_interval_ms() -> u64 {
     200
+}
+fn default_probe_wait_ms() -> u64 {
+    500
 }
 
 /// How split brain is prevented.
@@ -505,9 +512,21 @@ impl VipFile {
         spec.lifetime = Duration::from_millis(self.lifetime_ms);
         spec.garp_count = self.garp_count;
         spec.garp_interval = Duration::from_millis(self.garp_interval_ms);
+        if self.probe_wait_ms > PROBE_WAIT_MS_MAX {
+            let problem = Problem::OutOfRange {
+                value: self.probe_wait_ms,
+                min: 0,
+                max: PROBE_WAIT_MS_MAX,
+            };
+            return Err(err("vip.probe_wait_ms", problem));
+        }
+        spec.probe_wait = Duration::from_millis(self.probe_wait_ms);
         Ok(spec)
     }
 }
+
+/// Longest `vip.probe_wait_ms`.
+pub const PROBE_WAIT_MS_MAX: u64 = 10_000;
 
 fn ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)

@@ -459,15 +459,19 @@ async fn vip_worker<R: Runtime>(
     done: mpsc::Sender<Done>,
 ) {
     let vip = rt.vip();
-    // Each operation gets the VIP lifetime as its bound: a slower one is as
-    // good as failed.
+    // Each operation gets the VIP lifetime as its bound (a claim also its
+    // probing time): a slower one is as good as failed.
     let bound = spec.lifetime;
+    let claim_bound = spec.lifetime + spec.probe_wait;
     while let Some(action) = work.recv().await {
         let (op, ok) = match action {
-            Action::ClaimVip => (
-                VipOp::Claim,
-                ok(ironroot_net::timeout(&rt, bound, vip.claim(&spec)).await),
-            ),
+            Action::ClaimVip => {
+                let result = ironroot_net::timeout(&rt, claim_bound, vip.claim(&spec)).await;
+                if let Ok(Err(err)) = &result {
+                    tracing::warn!(error = %err, "VIP claim failed");
+                }
+                (VipOp::Claim, ok(result))
+            }
             Action::RenewVip { not_after } => {
                 if rt.now() > not_after {
                     // Too late: the new lifetime could outlive the proof.

@@ -52,6 +52,18 @@
 //!    handoff, which keeps the peer ineligible for longer than any vote it
 //!    holds), so the two nodes never both hold usable votes for each other.
 //!
+//! 7. Defence in depth for the daemon-only death: Linux checks address
+//!    lifetimes on a timer that it rounds up to the next whole second when
+//!    that is under 250 ms away, so a dead daemon's address can outlive its
+//!    nominal expiry by up to 250 ms — more than the default `M`. Every
+//!    claim therefore probes first (RFC 5227 ARP probe, sender IP 0.0.0.0)
+//!    and waits, up to `vip.probe_wait_ms` (default 500), while another host
+//!    still answers for the address. A probe is evidence, not proof (a lost
+//!    reply hides a holder), which is why the argument above still budgets
+//!    for the expiry; the simulator models the kernel's late timer
+//!    (`turmoil_backend::kernel_expiry`) and the `crash-active-daemon`
+//!    scenario sweeps the crash's phase against it.
+//!
 //! `V` is a whole number of seconds (IPv4 `valid_lft` granularity; the seam
 //! would round anything else up behind this argument's back). With the
 //! defaults (`I` = 100 ms, `D` = 1200 ms, `L` = 1200 ms, `V` = 1 s, `M` =

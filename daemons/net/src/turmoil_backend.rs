@@ -21,10 +21,20 @@
 //!   preamble naming the destination address, and a host that does not hold
 //!   that address drops the connection, as a real one would.
 //!
-//! Not modelled: ARP answers from a host whose daemon crashed but whose
-//! kernel lives on (turmoil stops all of a crashed host's software).
+//! - Address expiry runs late the way Linux's IPv4 lifetime check does: its
+//!   timer is rounded up to the next whole second when that is less than
+//!   250 ms away ([`kernel_expiry`]), so a dead daemon's address outlives
+//!   its nominal lifetime by up to 250 ms.
+//! - A claim probes first (RFC 5227): it waits while a host it can reach
+//!   still holds the address. The answer comes from the segment's table, so
+//!   a kernel whose daemon crashed still answers; [`Segment::set_cut`] tells
+//!   the segment which pairs of hosts cannot hear each other.
+//!
+//! Not modelled: who-has answers for client ARP lookups from a host whose
+//! daemon crashed but whose kernel lives on (turmoil stops all of a crashed
+//! host's software).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -97,7 +107,34 @@ pub enum RemovedWhy {
 struct SegmentState {
     /// vip -> host -> expiry.
     holders: BTreeMap<Ipv4Addr, BTreeMap<IpAddr, Instant>>,
+    /// Pairs of hosts (lower address first) that cannot hear each other.
+    cuts: BTreeSet<(IpAddr, IpAddr)>,
     events: Vec<SegmentEvent>,
+}
+
+/// Linux's IPv4 address-lifetime check (`check_lifetime`) runs on a timer
+/// rounded up to the next whole second when that costs less than
+/// `ADDRCONF_TIMER_FUZZ` (250 ms): the address leaves at `deadline`, or at
+/// the next second boundary if that is under 250 ms later.
+pub fn kernel_expiry(deadline: Instant) -> Instant {
+    const FUZZ_MS: u128 = 250;
+    let since_origin = deadline.saturating_duration_since(Instant::from_origin(Duration::ZERO));
+    let into_second = since_origin.as_millis() % 1000;
+    let to_boundary = (1000 - into_second) % 1000;
+    if to_boundary > 0 && to_boundary < FUZZ_MS {
+        let late = u64::try_from(to_boundary).unwrap_or(0);
+        deadline + Duration::from_millis(late)
+    } else {
+        deadline
+    }
+}
+
+fn pair(a: IpAddr, b: IpAddr) -> (IpAddr, IpAddr) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
 }
 
 impl SegmentState {
@@ -181,6 +218,29 @@ impl Segment {
         }
     }
 
+    /// Record whether `a` and `b` can hear each other (partitions, host
+    /// death); a claim's probe only hears holders it is not cut from.
+    pub fn set_cut(&self, a: IpAddr, b: IpAddr, cut: bool) {
+        let mut state = self.lock();
+        if cut {
+            state.cuts.insert(pair(a, b));
+        } else {
+            state.cuts.remove(&pair(a, b));
+        }
+    }
+
+    /// Another host that holds `vip` and that `asker` can hear: what an ARP
+    /// probe from `asker` would get an answer from.
+    pub fn probe(&self, asker: IpAddr, vip: Ipv4Addr, now: Instant) -> Option<IpAddr> {
+        let mut state = self.lock();
+        state.expire(now);
+        let hosts = state.holders.get(&vip)?;
+        hosts
+            .keys()
+            .copied()
+            .find(|host| *host != asker && !state.cuts.contains(&pair(asker, *host)))
+    }
+
     /// Every event so far, in order.
     pub fn events(&self, now: Instant) -> Vec<SegmentEvent> {
         let mut state = self.lock();
@@ -191,7 +251,7 @@ impl Segment {
     fn add(&self, host: IpAddr, vip: Ipv4Addr, now: Instant, lifetime: Duration) {
         let mut state = self.lock();
         state.expire(now);
-        let expires = now + lifetime;
+        let expires = kernel_expiry(now + lifetime);
         state.holders.entry(vip).or_default().insert(host, expires);
         state.events.push(SegmentEvent::Added {
             at: now,
@@ -210,7 +270,7 @@ impl Segment {
             .and_then(|hosts| hosts.get_mut(&host))
         {
             Some(expires) => {
-                *expires = now + lifetime;
+                *expires = kernel_expiry(now + lifetime);
                 true
             }
             None => false,
@@ -695,6 +755,24 @@ impl VipControl for SimVip {
             )));
         }
         let host = IpAddr::V4(self.net.addr);
+        if !spec.probe_wait.is_zero() {
+            // Each round listens for its whole length, answered or not.
+            let started = sim_now();
+            loop {
+                tokio::time::sleep(crate::vip::PROBE_ROUND).await;
+                let Some(holder) = self.net.segment.probe(host, spec.addr, sim_now()) else {
+                    break;
+                };
+                let waited = sim_now().saturating_duration_since(started);
+                if waited >= spec.probe_wait {
+                    return Err(VipError::InUse {
+                        addr: spec.addr,
+                        holder: holder.to_string(),
+                        waited,
+                    });
+                }
+            }
+        }
         self.net
             .segment
             .add(host, spec.addr, sim_now(), spec.lifetime);

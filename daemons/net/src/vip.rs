@@ -24,6 +24,11 @@ pub struct VipSpec {
     pub garp_count: u32,
     /// Gap between announcements (Heartbeat IPaddr2: 200 ms).
     pub garp_interval: Duration,
+    /// Longest a claim waits while another host still answers ARP for the
+    /// address (RFC 5227 probing); zero claims without probing. A dead
+    /// daemon's address lingers in its kernel until the lifetime check runs,
+    /// which Linux may do up to 250 ms late: the probe closes that window.
+    pub probe_wait: Duration,
 }
 
 impl VipSpec {
@@ -36,6 +41,7 @@ impl VipSpec {
             lifetime: Duration::from_secs(3),
             garp_count: 5,
             garp_interval: Duration::from_millis(200),
+            probe_wait: Duration::from_millis(500),
         }
     }
 }
@@ -55,13 +61,27 @@ pub enum VipError {
     },
     #[error("invalid VIP: {0}")]
     Invalid(String),
+    #[error(
+        "{addr} is still answered by {holder} after probing for {waited:?}: another host holds it"
+    )]
+    InUse {
+        addr: Ipv4Addr,
+        /// The answering host: its MAC, or its address in `sim`.
+        holder: String,
+        waited: Duration,
+    },
 }
+
+/// One probe round: two ARP probes 10 ms apart, then listening until 20 ms.
+pub const PROBE_ROUND: Duration = Duration::from_millis(20);
 
 /// VIP control of one host.
 pub trait VipControl: Clone + Send + Sync + 'static {
-    /// Add the address (lifetime `spec.lifetime`) and announce it. Returns
-    /// once the address is configured; the announcements after the first
-    /// continue in the background.
+    /// Probe for another holder (up to `spec.probe_wait`, failing with
+    /// [`VipError::InUse`] if one still answers), add the address (lifetime
+    /// `spec.lifetime`) and announce it. Returns once the address is
+    /// configured; the announcements after the first continue in the
+    /// background.
     fn claim(&self, spec: &VipSpec) -> impl Future<Output = Result<(), VipError>> + Send;
     /// Extend the lifetime of a held address; fails if it is gone (e.g. it
     /// expired), in which case the caller must `claim` again.

@@ -200,6 +200,13 @@ fn vip_release_stops_announcing_and_expiry_removes_it() {
 }
 
 #[test]
+fn vip_claim_probes_and_waits_for_the_old_holder() {
+    if let Some(pair) = netns::pair_or_skip("vip_claim_probes_and_waits_for_the_old_holder", "p") {
+        netns::probe_waits_for_the_old_holder(&pair);
+    }
+}
+
+#[test]
 fn broadcast_leaves_the_bound_device_and_connect_times_out() {
     if let Some(pair) = netns::pair_or_skip(
         "broadcast_leaves_the_bound_device_and_connect_times_out",

@@ -39,6 +39,107 @@ pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; GARP_FRAME_LEN] {
     frame
 }
 
+/// An RFC 5227 probe: ARP request for `ip` with sender IP 0.0.0.0, so no
+/// neighbour learns anything from it; a host holding `ip` answers it.
+pub fn probe_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; GARP_FRAME_LEN] {
+    let mut frame = garp_frame(mac, ip);
+    frame[28..32].copy_from_slice(&[0; 4]);
+    frame
+}
+
+/// The sender MAC of an ARP frame (request or reply) whose sender IP is
+/// `ip`: evidence that the sender holds `ip`. `None` for anything else,
+/// including truncated or non-IPv4 ARP frames.
+pub fn claimed_by(frame: &[u8], ip: Ipv4Addr) -> Option<[u8; 6]> {
+    if frame.len() < GARP_FRAME_LEN || frame[12..14] != ETH_P_ARP.to_be_bytes() {
+        return None;
+    }
+    let header_ok = frame[14..16] == ARP_HTYPE_ETHERNET.to_be_bytes()
+        && frame[16..18] == ARP_PTYPE_IPV4.to_be_bytes()
+        && frame[18] == 6
+        && frame[19] == 4;
+    let op = u16::from_be_bytes([frame[20], frame[21]]);
+    if !header_ok || !(op == ARP_OPER_REQUEST || op == ARP_OPER_REPLY) {
+        return None;
+    }
+    if frame[28..32] != ip.octets() {
+        return None;
+    }
+    <[u8; 6]>::try_from(&frame[22..28]).ok()
+}
+
+/// Probe for another holder of `ip` on the interface: one round of two
+/// probes [`PROBE_GAP`] apart, listening until [`crate::vip::PROBE_ROUND`]
+/// has passed. Returns the MAC of a host that claims `ip`, other than `mac`.
+pub(super) async fn probe_round(
+    interface: &str,
+    ifindex: u32,
+    mac: [u8; 6],
+    ip: Ipv4Addr,
+) -> io::Result<Option<[u8; 6]>> {
+    let protocol = Protocol::from(i32::from(ETH_P_ARP.to_be()));
+    let socket = Socket::new(Domain::PACKET, Type::RAW, Some(protocol))
+        .map_err(|err| context(err, format!("opening an AF_PACKET socket for {interface}")))?;
+    socket
+        .bind(&link_addr(ifindex)?)
+        .map_err(|err| context(err, format!("binding the AF_PACKET socket to {interface}")))?;
+    socket.set_nonblocking(true)?;
+    // SAFETY: a socket2 Socket owns its descriptor and always returns the
+    // same one from as_raw_fd; the AsyncFd owns the Socket until dropped.
+    let socket = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE)
+    }
+    .map_err(io::Error::from)?;
+    let frame = probe_frame(mac, ip);
+    let send = |socket: &Socket| -> io::Result<()> {
+        socket
+            .send_with_flags(&frame, libc::MSG_DONTWAIT)
+            .map(|_| ())
+            .map_err(|err| context(err, format!("sending an ARP probe on {interface}")))
+    };
+    send(socket.get_ref())?;
+    let round_end = tokio::time::sleep(crate::vip::PROBE_ROUND);
+    let second_probe = tokio::time::sleep(PROBE_GAP);
+    tokio::pin!(round_end, second_probe);
+    let mut second_sent = false;
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 128];
+    loop {
+        tokio::select! {
+            () = &mut round_end => return Ok(None),
+            () = &mut second_probe, if !second_sent => {
+                second_sent = true;
+                send(socket.get_ref())?;
+            }
+            ready = socket.readable() => {
+                let mut guard = ready?;
+                // Drain every queued frame; stop at WouldBlock.
+                loop {
+                    match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
+                        Ok(Ok(len)) => {
+                            let bytes: Vec<u8> = buf[..len]
+                                .iter()
+                                // SAFETY: recv initialised the first `len` bytes.
+                                .map(|b| unsafe { b.assume_init() })
+                                .collect();
+                            if let Some(sender) = claimed_by(&bytes, ip) {
+                                if sender != mac {
+                                    return Ok(Some(sender));
+                                }
+                            }
+                        }
+                        Ok(Err(err)) => return Err(err),
+                        Err(_would_block) => break,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Gap between the two probes of a round.
+pub const PROBE_GAP: std::time::Duration = std::time::Duration::from_millis(10);
+const ARP_OPER_REPLY: u16 = 2;
+
 /// An AF_PACKET socket bound to one interface, holding the frame to repeat.
 #[derive(Debug)]
 pub(super) struct GarpSender {
@@ -119,6 +220,30 @@ fn link_addr(ifindex: u32) -> io::Result<SockAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_hides_the_sender_address_and_answers_are_recognised() {
+        let mac = [0x02, 0, 0, 0, 0, 0x01];
+        let other = [0x02, 0, 0, 0, 0, 0x02];
+        let ip = Ipv4Addr::new(10, 9, 8, 7);
+        let probe = probe_frame(mac, ip);
+        assert_eq!(&probe[28..32], &[0; 4]);
+        assert_eq!(&probe[38..42], &ip.octets());
+        // Our own probe claims nothing; a GARP or reply from a holder does.
+        assert_eq!(claimed_by(&probe, ip), None);
+        assert_eq!(claimed_by(&garp_frame(other, ip), ip), Some(other));
+        let mut reply = garp_frame(other, ip);
+        reply[21] = 2;
+        assert_eq!(claimed_by(&reply, ip), Some(other));
+        // Another address, a bad opcode, a truncated frame: no claim.
+        assert_eq!(
+            claimed_by(&garp_frame(other, ip), Ipv4Addr::new(10, 9, 8, 8)),
+            None
+        );
+        reply[21] = 9;
+        assert_eq!(claimed_by(&reply, ip), None);
+        assert_eq!(claimed_by(&garp_frame(other, ip)[..41], ip), None);
+    }
 
     #[test]
     fn frame_layout_matches_rfc_5227_announcement() {

@@ -31,6 +31,8 @@ pub const NETLINK_TIMEOUT: Duration = Duration::from_secs(2);
 pub const GARP_COUNT_MAX: u32 = 100;
 /// Longest gap between announcements one claim may ask for.
 pub const GARP_INTERVAL_MAX: Duration = Duration::from_secs(10);
+/// Longest a claim may wait for another holder to let the address go.
+pub const PROBE_WAIT_MAX: Duration = Duration::from_secs(10);
 /// IFA_CACHEINFO's "forever"; a VIP lifetime must stay below it, or a dead
 /// daemon would leave the address behind for good.
 const LIFETIME_INFINITE_SECS: u32 = u32::MAX;
@@ -44,6 +46,8 @@ pub struct VipCounters {
     pub garp_sent: u64,
     /// Announcements the kernel refused (queue full, interface down).
     pub garp_failed: u64,
+    /// Probe rounds answered by another holder (a claim waited).
+    pub probe_answers: u64,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +57,7 @@ struct AtomicCounters {
     releases: AtomicU64,
     garp_sent: AtomicU64,
     garp_failed: AtomicU64,
+    probe_answers: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +89,7 @@ impl TokioVip {
             releases: c.releases.load(Ordering::Relaxed),
             garp_sent: c.garp_sent.load(Ordering::Relaxed),
             garp_failed: c.garp_failed.load(Ordering::Relaxed),
+            probe_answers: c.probe_answers.load(Ordering::Relaxed),
         }
     }
 
@@ -101,6 +107,45 @@ impl TokioVip {
         };
         if let Some(previous) = previous {
             previous.abort();
+        }
+    }
+
+    /// Wait while another host answers ARP for the address (its daemon
+    /// died but its kernel has not expired the address yet), at most
+    /// `spec.probe_wait`. Skipped when `probe_wait` is zero or the
+    /// interface has no Ethernet address.
+    async fn probe(&self, spec: &VipSpec, link: &Link) -> Result<(), VipError> {
+        let Some(mac) = link.mac.filter(|_| !spec.probe_wait.is_zero()) else {
+            return Ok(());
+        };
+        let probe_error = |source| VipError::Garp {
+            interface: spec.interface.clone(),
+            source,
+        };
+        let mut rounds: u32 = 0;
+        loop {
+            let answer = super::garp::probe_round(&spec.interface, link.index, mac, spec.addr)
+                .await
+                .map_err(probe_error)?;
+            let Some(holder) = answer else {
+                return Ok(());
+            };
+            self.shared
+                .counters
+                .probe_answers
+                .fetch_add(1, Ordering::Relaxed);
+            // An answered round ends early: pause one round length before
+            // the next, so each counts for at least PROBE_ROUND.
+            rounds += 1;
+            let waited = crate::vip::PROBE_ROUND * rounds;
+            if waited >= spec.probe_wait {
+                return Err(VipError::InUse {
+                    addr: spec.addr,
+                    holder: format_mac(holder),
+                    waited,
+                });
+            }
+            tokio::time::sleep(crate::vip::PROBE_ROUND).await;
         }
     }
 
@@ -165,6 +210,7 @@ impl VipControl for TokioVip {
         validate(spec)?;
         let netlink = Netlink::open()?;
         let link = netlink.link(&spec.interface).await?;
+        self.probe(spec, &link).await?;
         netlink.replace_address(spec, link.index, "claim").await?;
         self.shared.counters.claims.fetch_add(1, Ordering::Relaxed);
         if spec.garp_count == 0 {
@@ -224,6 +270,13 @@ impl VipControl for TokioVip {
     }
 }
 
+fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 fn validate(spec: &VipSpec) -> Result<(), VipError> {
     let vip = format!("{}/{} on {:?}", spec.addr, spec.prefix_len, spec.interface);
     let invalid = |why: &str| Err(VipError::Invalid(format!("{vip}: {why}")));
@@ -245,6 +298,9 @@ fn validate(spec: &VipSpec) -> Result<(), VipError> {
     }
     if spec.garp_interval > GARP_INTERVAL_MAX {
         return invalid(&format!("garp_interval above {GARP_INTERVAL_MAX:?}"));
+    }
+    if spec.probe_wait > PROBE_WAIT_MAX {
+        return invalid(&format!("probe_wait above {PROBE_WAIT_MAX:?}"));
     }
     Ok(())
 }

@@ -444,6 +444,71 @@ pub fn vip_expiry(pair: &Pair) {
     );
 }
 
+/// A holds the VIP and stops renewing (its daemon died); B's claim probes,
+/// hears A's kernel answer, and waits until the address has expired there
+/// before adding it. A claim with a short probe wait fails instead, naming
+/// the holder.
+pub fn probe_waits_for_the_old_holder(pair: &Pair) {
+    let lifetime = Duration::from_secs(2);
+    let spec_a = VipSpec {
+        lifetime,
+        garp_count: 1,
+        probe_wait: Duration::ZERO,
+        ..VipSpec::new(VIP, 24, pair.veth_a.clone())
+    };
+    let spec_b_short = VipSpec {
+        lifetime,
+        garp_count: 1,
+        probe_wait: Duration::from_millis(200),
+        ..VipSpec::new(VIP, 24, pair.veth_b.clone())
+    };
+    let spec_b = VipSpec {
+        probe_wait: Duration::from_secs(4),
+        ..spec_b_short.clone()
+    };
+    let claimed_in_a = spawn_in(&pair.a, move || {
+        block_on(async move {
+            let rt = TokioRuntime::with_seed(6);
+            rt.vip().claim(&spec_a).await.expect("claim in A");
+        })
+    });
+    join(claimed_in_a, "the claim in A");
+    let a_ns = pair.a.clone();
+    let a_dev = pair.veth_a.clone();
+    let outcome = spawn_in(&pair.b, move || {
+        block_on(async move {
+            let rt = TokioRuntime::with_seed(7);
+            let vip = rt.vip();
+            let short = vip.claim(&spec_b_short).await;
+            let started = rt.now();
+            vip.claim(&spec_b).await.expect("the patient claim in B");
+            let waited = rt.now() - started;
+            let still_in_a = Command::new("ip")
+                .args(["-n", &a_ns, "-4", "addr", "show", "dev", &a_dev])
+                .output()
+                .map(|out| String::from_utf8_lossy(&out.stdout).contains(&VIP.to_string()))
+                .unwrap_or(true);
+            (short, waited, still_in_a)
+        })
+    });
+    let (short, waited, still_in_a) = join(outcome, "the claims in B");
+    match short {
+        Err(VipError::InUse { holder, .. }) => {
+            assert_eq!(holder.len(), 17, "holder should be a MAC, got {holder:?}")
+        }
+        other => panic!("a 200 ms probe while A holds the VIP must fail, got {other:?}"),
+    }
+    assert!(!still_in_a, "B claimed while A's kernel still held the VIP");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "B claimed after only {waited:?}: it cannot have waited for A's address"
+    );
+    println!(
+        "{}: B's claim waited {waited:?} for A's unrenewed 2 s address to expire",
+        pair.tag
+    );
+}
+
 pub fn broadcast_and_connect_timeout(pair: &Pair) {
     // A second cable, entirely inside A: a broadcast bound to it must not
     // reach B.
