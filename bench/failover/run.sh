@@ -115,7 +115,7 @@ ironroot_config() { # $1 dir, $2 profile, $3 node
         timing=$'interval_ms = 10\nwarn_ms = 500\ndead_ms = 1060\ninitial_dead_ms = 1060' ;;
     ir-fast-fence)
         quorum=$(printf '[cluster.fencing]\ncommand = ["%s/fence.sh", "{node}"]\ntimeout_ms = 2000\nstandby_delay_ms = 0' "$WORK")
-        timing=$'interval_ms = 10\nwarn_ms = 500\ndead_ms = 1060\ninitial_dead_ms = 1060' ;;
+        timing=$'interval_ms = 10\nwarn_ms = 30\ndead_ms = 50\ninitial_dead_ms = 1060\nclock_margin_ms = 10' ;;
     esac
     mkdir -p "$1/$3"
     cat >"$1/$3.toml" <<CFG

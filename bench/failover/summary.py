@@ -9,7 +9,7 @@ PAIRS = [("ir-default", "ka-100"), ("ir-fast-fence", "ka-10"), ("ir-fast-witness
 LABEL = {
     "ir-default": "ironrootd witness, interval 100 / dead 1200 / lease 1200, VIP lifetime 1 s",
     "ir-fast-witness": "ironrootd witness, interval 10 / dead 1060 / lease 1060, VIP lifetime 1 s",
-    "ir-fast-fence": "ironrootd fencing, interval 10 / dead 1060, standby_delay 0, VIP lifetime 1 s",
+    "ir-fast-fence": "ironrootd fencing, interval 10 / dead 50 / margin 10, standby_delay 0, VIP lifetime 1 s",
     "ka-100": "keepalived VRRPv3 advert_int 0.1",
     "ka-10": "keepalived VRRPv3 advert_int 0.01",
 }

@@ -134,6 +134,7 @@ fn cluster_file(
         ("warn_ms", section.warn_ms),
         ("dead_ms", section.dead_ms),
         ("initial_dead_ms", section.initial_dead_ms),
+        ("clock_margin_ms", section.clock_margin_ms),
     ] {
         if let Some(value) = value {
             text += &format!("{key} = {value}\n");

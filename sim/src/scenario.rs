@@ -55,6 +55,7 @@ pub struct ClusterSection {
     pub initial_dead_ms: Option<u64>,
     pub lease_ms: Option<u64>,
     pub standby_delay_ms: Option<u64>,
+    pub clock_margin_ms: Option<u64>,
     /// Simulated time each resource takes to start.
     #[serde(default = "default_resource_start_ms")]
     pub resource_start_ms: u64,

@@ -200,6 +200,7 @@ impl World<'_, '_> {
                 self.log
                     .push(now, "sim", "power-switch", format!("turning {target} off"));
                 self.kill_host(&target, now);
+                self.shared.powered_off(&target);
             }
             let finished = match self.sim.step() {
                 Ok(finished) => finished,

@@ -267,7 +267,7 @@ impl ClusterFile {
         let nodes = self.check_nodes()?;
         let timing = self.timing.check()?;
         let quorum = self.check_quorum(&timing)?;
-        let vip = self.vip.check(&timing)?;
+        let vip = self.vip.check(&timing, &quorum)?;
         let index = nodes
             .iter()
             .position(|n| n.name == local)
@@ -427,6 +427,20 @@ impl TimingFile {
                 },
             ));
         }
+        // A peer's vote is dated by the send time of the heartbeat it echoes
+        // (up to one interval old) and counts only while more than the clock
+        // margin remains of its dead time.
+        let vote_floor = self.clock_margin_ms.saturating_add(self.interval_ms);
+        if self.dead_ms <= vote_floor {
+            return Err(err(
+                "timing.dead_ms",
+                Problem::TooSmall {
+                    value: self.dead_ms,
+                    bound: vote_floor,
+                    why: "timing.clock_margin_ms + timing.interval_ms (a vote would never count)",
+                },
+            ));
+        }
         if self.warn_ms <= self.interval_ms || self.warn_ms > self.dead_ms {
             let problem = Problem::OutOfRange {
                 value: self.warn_ms,
@@ -465,7 +479,7 @@ impl TimingFile {
 }
 
 impl VipFile {
-    fn check(&self, timing: &Timing) -> Result<VipSpec, ConfigError> {
+    fn check(&self, timing: &Timing, quorum: &QuorumMode) -> Result<VipSpec, ConfigError> {
         if self.prefix_len > 32 {
             let problem = Problem::OutOfRange {
                 value: u64::from(self.prefix_len),
@@ -494,11 +508,14 @@ impl VipFile {
             ));
         }
         // The active node renews the VIP only while its quorum proof outlives
-        // the new lifetime; the peer vote lasts one dead time.
+        // the new lifetime; the peer vote lasts one dead time. With fencing
+        // the standby powers the old node off before it claims, so the
+        // address dies with its host and the dead time need not cover it.
         let bound = ms(timing.dead)
             .saturating_sub(ms(timing.clock_margin))
             .saturating_sub(ms(timing.interval));
-        if self.lifetime_ms == 0 || self.lifetime_ms > bound {
+        let fenced = matches!(quorum, QuorumMode::Fencing(_));
+        if self.lifetime_ms == 0 || (!fenced && self.lifetime_ms > bound) {
             return Err(err(
                 "vip.lifetime_ms",
                 Problem::TooLarge {

@@ -19,7 +19,9 @@
 //! lifetime `V` (IPv4 `valid_lft`), clock margin `M` (clock-rate skew over
 //! one lease plus the delay between deciding an action and the kernel
 //! applying it). Config validation enforces `V + M + I <= D` and, with a
-//! witness, `V + M + I <= L`.
+//! witness, `V + M + I <= L`. With fencing it does not: the standby powers
+//! the old node off before claiming, so the old address dies with its host
+//! and `D` may be far below `V` (10 ms heartbeats, 50 ms dead time).
 //!
 //! 1. A node is active only while it holds a *quorum proof* with an expiry
 //!    `P`, dated by its **own** clock and always from an event on its own

@@ -94,6 +94,29 @@ fn dead_time_must_exceed_twice_the_interval() {
 }
 
 #[test]
+fn with_fencing_the_dead_time_may_be_shorter_than_the_vip_lifetime() {
+    // 10 ms heartbeats, 50 ms dead time, 1 s VIP: the standby fences (powers
+    // off) the old node before claiming, so its address cannot linger.
+    let mut fencing = parse(EXAMPLES[1].1);
+    fencing.timing.interval_ms = 10;
+    fencing.timing.warn_ms = 30;
+    fencing.timing.dead_ms = 50;
+    fencing.timing.initial_dead_ms = 1000;
+    fencing.timing.clock_margin_ms = 10;
+    let config = fencing.validate("a").expect("fencing allows a short dead time");
+    assert_eq!(config.timing.dead, Duration::from_millis(50));
+    // The same timing with a witness is refused: a dead daemon's address
+    // would outlive the dead time.
+    let mut witness = base();
+    witness.timing = fencing.timing.clone();
+    assert!(witness.validate("a").is_err());
+    // A dead time within margin + interval could never count a vote.
+    fencing.timing.clock_margin_ms = 40;
+    let (path, _) = problem_at(&fencing);
+    assert_eq!(path, "timing.dead_ms");
+}
+
+#[test]
 fn vip_lifetime_must_fit_inside_dead_time_and_lease() {
     let mut file = base();
     file.vip.lifetime_ms = 2000;

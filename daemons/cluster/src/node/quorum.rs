@@ -380,6 +380,12 @@ impl Node {
     /// Whether the VIP may be given a fresh lifetime now: it must run out
     /// (plus margin) before the proof does.
     pub(super) fn vip_renewable(&self, now: Instant) -> bool {
+        if matches!(self.config.quorum, QuorumMode::Fencing(_)) {
+            // The peer can take over only by powering this node off (or
+            // after our handoff), which removes the address with the host:
+            // a valid proof is enough, whatever the lifetime.
+            return self.has_quorum(now);
+        }
         let need = self.config.vip.lifetime + self.config.timing.clock_margin;
         self.proof_until(now)
             .is_some_and(|until| now + need <= until)
