@@ -103,7 +103,9 @@ fn with_fencing_the_dead_time_may_be_shorter_than_the_vip_lifetime() {
     fencing.timing.dead_ms = 50;
     fencing.timing.initial_dead_ms = 1000;
     fencing.timing.clock_margin_ms = 10;
-    let config = fencing.validate("a").expect("fencing allows a short dead time");
+    let config = fencing
+        .validate("a")
+        .expect("fencing allows a short dead time");
     assert_eq!(config.timing.dead, Duration::from_millis(50));
     // The same timing with a witness is refused: a dead daemon's address
     // would outlive the dead time.
