@@ -17,12 +17,12 @@
 #
 # Usage (root): bench/failover/run.sh
 #   RUNS=5                 runs per (daemon, profile, fault)
-#   PROFILES="..."         subset of: ir-default ir-fast-fence ir-fast-witness ka-100 ka-10
+#   PROFILES="..."         subset of: ir-default ir-fence-100 ir-fast-fence ir-fast-witness ka-100 ka-10
 #   IRONROOTD, IRONROOT    binaries (default /work/target-bench/release/...)
 #   KEEP=1                 keep the work dir (configs, logs, raw results)
 set -u
 RUNS=${RUNS:-5}
-PROFILES=${PROFILES:-"ir-default ka-100 ir-fast-fence ir-fast-witness ka-10"}
+PROFILES=${PROFILES:-"ir-default ir-fence-100 ka-100 ir-fast-fence ir-fast-witness ka-10"}
 FAULTS=${FAULTS:-"host kill9"}
 HERE=$(cd "$(dirname "$0")" && pwd)
 IRONROOTD=${IRONROOTD:-/work/target-bench/release/ironrootd}
@@ -113,6 +113,9 @@ ironroot_config() { # $1 dir, $2 profile, $3 node
     ir-fast-witness)
         quorum=$'[cluster.witness]\naddr = "10.78.0.3:695"\nlease_ms = 1060'
         timing=$'interval_ms = 10\nwarn_ms = 500\ndead_ms = 1060\ninitial_dead_ms = 1060' ;;
+    ir-fence-100)
+        quorum=$(printf '[cluster.fencing]\ncommand = ["%s/fence.sh", "{node}"]\ntimeout_ms = 2000\nstandby_delay_ms = 0' "$WORK")
+        timing=$'interval_ms = 100\nwarn_ms = 200\ndead_ms = 340\ninitial_dead_ms = 1200' ;;
     ir-fast-fence)
         quorum=$(printf '[cluster.fencing]\ncommand = ["%s/fence.sh", "{node}"]\ntimeout_ms = 2000\nstandby_delay_ms = 0' "$WORK")
         timing=$'interval_ms = 10\nwarn_ms = 30\ndead_ms = 50\ninitial_dead_ms = 1060\nclock_margin_ms = 10' ;;
@@ -217,7 +220,7 @@ one_run() { # $1 profile, $2 fault, $3 index
     case $profile in
     ir-*)
         for n in a b; do ironroot_config "$dir" "$profile" "$n"; done
-        [ "$profile" = ir-fast-fence ] ||
+        [ "$profile" = ir-fast-fence ] || [ "$profile" = ir-fence-100 ] ||
             start_in w "$dir/witness.log" "$IRONROOTD" --config "$dir/a.toml" --role witness
         for n in a b; do
             start_in "$n" "$dir/$n.log" "$IRONROOTD" --config "$dir/$n.toml" --node "$n"

@@ -5,10 +5,11 @@ whether the old active still held the VIP after the fault."""
 import statistics
 import sys
 
-PAIRS = [("ir-default", "ka-100"), ("ir-fast-fence", "ka-10"), ("ir-fast-witness", "ka-10")]
+PAIRS = [("ir-default", "ka-100"), ("ir-fence-100", "ka-100"), ("ir-fast-fence", "ka-10"), ("ir-fast-witness", "ka-10")]
 LABEL = {
     "ir-default": "ironrootd witness, interval 100 / dead 1200 / lease 1200, VIP lifetime 1 s",
     "ir-fast-witness": "ironrootd witness, interval 10 / dead 1060 / lease 1060, VIP lifetime 1 s",
+    "ir-fence-100": "ironrootd fencing, interval 100 / dead 340 (keepalived advert 0.1 s: 3 adverts + skew), VIP lifetime 1 s",
     "ir-fast-fence": "ironrootd fencing, interval 10 / dead 50 / margin 10, standby_delay 0, VIP lifetime 1 s",
     "ka-100": "keepalived VRRPv3 advert_int 0.1",
     "ka-10": "keepalived VRRPv3 advert_int 0.01",

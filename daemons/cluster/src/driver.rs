@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ironroot_net::resource::BoxFuture;
-use ironroot_net::{Health, Resource, Runtime, UdpBind, UdpSocket, VipControl, VipSpec};
+use ironroot_net::{Health, Resource, Runtime, UdpBind, UdpSocket, VipControl, VipError, VipSpec};
 use tokio::sync::mpsc;
 
 use crate::config::{ClusterConfig, QuorumMode, WitnessConfig};
@@ -459,6 +459,12 @@ async fn vip_worker<R: Runtime>(
     done: mpsc::Sender<Done>,
 ) {
     let vip = rt.vip();
+    if let Err(err) = ironroot_net::timeout(&rt, spec.lifetime, vip.prepare(&spec))
+        .await
+        .unwrap_or_else(|elapsed| Err(VipError::Netlink(elapsed.to_string())))
+    {
+        tracing::warn!(error = %err, "preparing the VIP failed; the first claim will retry");
+    }
     // Each operation gets the VIP lifetime as its bound (a claim also its
     // probing time): a slower one is as good as failed.
     let bound = spec.lifetime;

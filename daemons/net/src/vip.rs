@@ -77,6 +77,12 @@ pub const PROBE_ROUND: Duration = Duration::from_millis(20);
 
 /// VIP control of one host.
 pub trait VipControl: Clone + Send + Sync + 'static {
+    /// Get ready to claim `spec` fast later (open what a claim needs);
+    /// a failure here only means the claim opens it itself.
+    fn prepare(&self, spec: &VipSpec) -> impl Future<Output = Result<(), VipError>> + Send {
+        let _ = spec;
+        async { Ok(()) }
+    }
     /// Probe for another holder (up to `spec.probe_wait`, failing with
     /// [`VipError::InUse`] if one still answers), add the address (lifetime
     /// `spec.lifetime`) and announce it. Returns once the address is

@@ -21,7 +21,7 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage, CacheInfo}
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::AddressFamily;
 
-use super::garp::GarpSender;
+use super::garp::{GarpSender, PacketSocket};
 use crate::{VipControl, VipError, VipSpec};
 
 /// Bound on one netlink request: the kernel answers at once, so a request
@@ -65,6 +65,9 @@ struct Shared {
     /// The background announcements of each VIP, aborted on release so a
     /// node that gave the VIP away never announces it again.
     announcers: Mutex<BTreeMap<Ipv4Addr, tokio::task::AbortHandle>>,
+    /// The ARP socket of the VIP's interface, opened by `prepare` (or the
+    /// first claim) and kept: opening one takes milliseconds.
+    packet: Mutex<Option<Arc<PacketSocket>>>,
     counters: AtomicCounters,
 }
 
@@ -122,9 +125,13 @@ impl TokioVip {
             interface: spec.interface.clone(),
             source,
         };
+        let socket = self
+            .packet_socket(&spec.interface, link.index)
+            .map_err(probe_error)?;
         let mut rounds: u32 = 0;
         loop {
-            let answer = super::garp::probe_round(&spec.interface, link.index, mac, spec.addr)
+            let answer = socket
+                .probe_round(mac, spec.addr)
                 .await
                 .map_err(probe_error)?;
             let Some(holder) = answer else {
@@ -149,6 +156,21 @@ impl TokioVip {
         }
     }
 
+    /// The interface's ARP socket, reused while the interface keeps its
+    /// index (a re-created interface gets a new socket).
+    fn packet_socket(&self, interface: &str, ifindex: u32) -> std::io::Result<Arc<PacketSocket>> {
+        let mut slot = self.shared.packet.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(socket) = slot
+            .as_ref()
+            .filter(|s| s.ifindex == ifindex && s.interface == interface)
+        {
+            return Ok(Arc::clone(socket));
+        }
+        let socket = Arc::new(PacketSocket::open(interface, ifindex)?);
+        *slot = Some(Arc::clone(&socket));
+        Ok(socket)
+    }
+
     /// Send the first announcement now and hand the rest to a task that
     /// replaces (aborts) the one an earlier claim of the same VIP started.
     fn announce(&self, spec: &VipSpec, link: &Link) -> Result<(), VipError> {
@@ -163,8 +185,10 @@ impl TokioVip {
                 "the interface has no Ethernet (6-byte) hardware address",
             ))
         })?;
-        let sender =
-            GarpSender::open(&spec.interface, link.index, mac, spec.addr).map_err(garp_error)?;
+        let socket = self
+            .packet_socket(&spec.interface, link.index)
+            .map_err(garp_error)?;
+        let sender = GarpSender::new(socket, mac, spec.addr);
         let counters = &self.shared.counters;
         match sender.send() {
             Ok(()) => counters.garp_sent.fetch_add(1, Ordering::Relaxed),
@@ -206,6 +230,18 @@ async fn repeat_announcements(
 }
 
 impl VipControl for TokioVip {
+    async fn prepare(&self, spec: &VipSpec) -> Result<(), VipError> {
+        validate(spec)?;
+        let netlink = Netlink::open()?;
+        let link = netlink.link(&spec.interface).await?;
+        self.packet_socket(&spec.interface, link.index)
+            .map(|_| ())
+            .map_err(|source| VipError::Garp {
+                interface: spec.interface.clone(),
+                source,
+            })
+    }
+
     async fn claim(&self, spec: &VipSpec) -> Result<(), VipError> {
         validate(spec)?;
         let netlink = Netlink::open()?;

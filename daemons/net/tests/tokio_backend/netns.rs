@@ -473,6 +473,25 @@ pub fn probe_waits_for_the_old_holder(pair: &Pair) {
         })
     });
     join(claimed_in_a, "the claim in A");
+    let free_claim = spawn_in(&pair.b, {
+        let spec = VipSpec {
+            addr: Ipv4Addr::new(10, 213, 0, 11),
+            ..spec_b_short.clone()
+        };
+        move || {
+            block_on(async move {
+                let rt = TokioRuntime::with_seed(8);
+                let vip = rt.vip();
+                let started = rt.now();
+                vip.claim(&spec).await.expect("claim of a free address");
+                let took = rt.now() - started;
+                vip.release(&spec).await.expect("release");
+                took
+            })
+        }
+    });
+    let free_took = join(free_claim, "the free claim in B");
+    println!("{}: claiming a free address took {free_took:?}", pair.tag);
     let a_ns = pair.a.clone();
     let a_dev = pair.veth_a.clone();
     let outcome = spawn_in(&pair.b, move || {
