@@ -46,8 +46,8 @@ enum Command {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
-    /// Resolve a split brain: keep the named node's data (the other side's
-    /// generations are preserved as a branch).
+    /// Resolve a split brain: decide whose changes win; the loser's
+    /// generations are kept as branches and it resyncs from the winner.
     SplitBrain {
         #[command(subcommand)]
         command: SplitBrainCommand,
@@ -107,10 +107,18 @@ enum ClientCommand {
 
 #[derive(Subcommand)]
 enum SplitBrainCommand {
-    /// Keep NODE's data.
+    /// Resolve a split brain from this node (`ironroot status` says which
+    /// flag to use here).
+    #[command(group(clap::ArgGroup::new("side").required(true)))]
     Resolve {
-        #[arg(long)]
-        keep: String,
+        /// On the standby: give up this node's changes (kept as branches)
+        /// and resync from the active node.
+        #[arg(long, group = "side")]
+        discard_local: bool,
+        /// On the active node: keep this node's changes; the peer gives
+        /// up its own (kept as branches) and resyncs.
+        #[arg(long, group = "side")]
+        keep_local: bool,
     },
 }
 
@@ -174,8 +182,8 @@ fn request(command: Command) -> Result<Request, String> {
         Command::Switchover => Request::Switchover {},
         Command::Standby { state } => Request::Standby { on: state == "on" },
         Command::SplitBrain {
-            command: SplitBrainCommand::Resolve { keep },
-        } => Request::SplitBrainResolve { keep },
+            command: SplitBrainCommand::Resolve { keep_local, .. },
+        } => Request::SplitBrainResolve { keep_local },
         Command::Boot(BootCommand::ImportKernel {
             image,
             deb,
@@ -337,6 +345,28 @@ mod tests {
                 from_image: true
             }
         );
+        let cli = Cli::parse_from(["ironroot", "split-brain", "resolve", "--discard-local"]);
+        assert_eq!(
+            request(cli.command).expect("request"),
+            Request::SplitBrainResolve { keep_local: false }
+        );
+        let cli = Cli::parse_from(["ironroot", "split-brain", "resolve", "--keep-local"]);
+        assert_eq!(
+            request(cli.command).expect("request"),
+            Request::SplitBrainResolve { keep_local: true }
+        );
+        for args in [
+            &["ironroot", "split-brain", "resolve"][..],
+            &[
+                "ironroot",
+                "split-brain",
+                "resolve",
+                "--keep-local",
+                "--discard-local",
+            ][..],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
         assert!(Cli::try_parse_from([
             "ironroot",
             "boot",

@@ -64,8 +64,11 @@ pub enum Request {
     Standby {
         on: bool,
     },
+    /// `keep_local`: this node's history wins (run on the active node);
+    /// otherwise this node's divergent entries are discarded, their
+    /// generations kept as branches (run on the standby).
     SplitBrainResolve {
-        keep: String,
+        keep_local: bool,
     },
     BootImportKernel {
         image: String,

@@ -14,6 +14,8 @@ pub mod diff;
 pub mod handler;
 pub mod metrics;
 pub mod node;
+pub mod replstatus;
+pub mod resolve;
 pub mod services;
 pub mod storefs;
 pub mod witness;

@@ -197,22 +197,85 @@ fn dhcp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore)
     )
 }
 
-/// Keep the status the admin API reports up to date from cluster events.
-async fn record_events(mut events: mpsc::Receiver<ClusterEvent>, status: Arc<Mutex<NodeStatus>>) {
+/// Keep the status the admin API reports up to date from cluster events,
+/// and record the peer Outdated in the store's replication once the
+/// cluster proved it cannot be active (see [`PeerOutdating`]).
+async fn record_events(
+    mut events: mpsc::Receiver<ClusterEvent>,
+    status: Arc<Mutex<NodeStatus>>,
+    replication: Replication,
+    unsafe_unfenced: bool,
+) {
+    let mut outdating = PeerOutdating::new(unsafe_unfenced);
     while let Some(event) = events.recv().await {
-        let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
-        match &event.kind {
-            EventKind::StateChanged { to, .. } => {
-                if *to == Role::Active && status.role != "active" {
-                    status.failovers += 1;
+        let active = {
+            let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
+            match &event.kind {
+                EventKind::StateChanged { to, .. } => {
+                    if *to == Role::Active && status.role != "active" {
+                        status.failovers += 1;
+                    }
+                    status.role = role_name(*to).to_owned();
                 }
-                status.role = role_name(*to).to_owned();
+                EventKind::PeerAlive { .. } => status.peer = "alive".to_owned(),
+                EventKind::PeerWarn { .. } => status.peer = "late".to_owned(),
+                EventKind::PeerDead => status.peer = "dead".to_owned(),
+                _ => {}
             }
-            EventKind::PeerAlive { .. } => status.peer = "alive".to_owned(),
-            EventKind::PeerWarn { .. } => status.peer = "late".to_owned(),
-            EventKind::PeerDead => status.peer = "dead".to_owned(),
+            status.role == "active"
+        };
+        if outdating.handle_event(&event.kind, active) {
+            if let Some(primary) = replication.primary() {
+                tracing::warn!("peer is down: recorded Outdated, writes go on degraded");
+                tokio::spawn(async move { primary.peer_outdated().await });
+            }
+        }
+    }
+}
+
+/// When an active node's peer dies, its pending and later writes wait for
+/// the peer until the peer is known unable to be active: the witness
+/// granted this node the lease after the peer went silent, a fence
+/// succeeded, or the cluster runs `unsafe_unfenced` (nothing to prove).
+struct PeerOutdating {
+    unsafe_unfenced: bool,
+    peer_dead: bool,
+    proved: bool,
+    sent: bool,
+}
+
+impl PeerOutdating {
+    fn new(unsafe_unfenced: bool) -> PeerOutdating {
+        PeerOutdating {
+            unsafe_unfenced,
+            peer_dead: false,
+            proved: false,
+            sent: false,
+        }
+    }
+
+    /// True when the peer should now be recorded Outdated.
+    fn handle_event(&mut self, kind: &EventKind, active: bool) -> bool {
+        match kind {
+            EventKind::PeerDead => {
+                self.peer_dead = true;
+                self.proved = self.unsafe_unfenced;
+            }
+            EventKind::PeerAlive { .. } => {
+                self.peer_dead = false;
+                self.proved = false;
+                self.sent = false;
+            }
+            EventKind::LeaseGranted { .. } if self.peer_dead => self.proved = true,
+            EventKind::FenceResult { ok: true } if self.peer_dead => self.proved = true,
+            EventKind::StateChanged { to, .. } if *to != Role::Active => self.sent = false,
             _ => {}
         }
+        if self.peer_dead && self.proved && active && !self.sent {
+            self.sent = true;
+            return true;
+        }
+        false
     }
 }
 
@@ -291,7 +354,16 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     ];
     let (events_tx, events_rx) = mpsc::channel(1024);
     let (admin_tx, admin_rx) = mpsc::channel(8);
-    tokio::spawn(record_events(events_rx, Arc::clone(&status)));
+    let unsafe_unfenced = matches!(
+        settings.cluster.quorum,
+        ironroot_cluster::QuorumMode::Unsafe
+    );
+    tokio::spawn(record_events(
+        events_rx,
+        Arc::clone(&status),
+        replication.clone(),
+        unsafe_unfenced,
+    ));
     let settings = Arc::new(settings);
     let state = NodeState {
         status,
@@ -430,4 +502,49 @@ fn service_samples(nfs: &NfsServer, tftp: &TftpServer) -> Vec<crate::metrics::Sa
         );
     }
     samples
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_is_outdated_only_once_proved_unable_to_be_active() {
+        let mut witness = PeerOutdating::new(false);
+        assert!(
+            !witness.handle_event(&EventKind::PeerDead, true),
+            "no proof yet"
+        );
+        let lease = EventKind::LeaseGranted {
+            until: ironroot_net::Instant::from_millis(5),
+        };
+        assert!(
+            witness.handle_event(&lease, true),
+            "the witness granted us the lease"
+        );
+        assert!(!witness.handle_event(&lease, true), "once");
+        let alive = EventKind::PeerAlive {
+            incarnation: 2,
+            restarted: true,
+        };
+        assert!(!witness.handle_event(&alive, true));
+        assert!(!witness.handle_event(&lease, true), "the peer is back");
+
+        let mut fencing = PeerOutdating::new(false);
+        assert!(!fencing.handle_event(&EventKind::PeerDead, true));
+        assert!(!fencing.handle_event(&EventKind::FenceResult { ok: false }, true));
+        assert!(fencing.handle_event(&EventKind::FenceResult { ok: true }, true));
+
+        let mut unfenced = PeerOutdating::new(true);
+        assert!(
+            !unfenced.handle_event(&EventKind::PeerDead, false),
+            "standby"
+        );
+        let promoted = EventKind::StateChanged {
+            from: Role::Promoting,
+            to: Role::Active,
+            reason: ironroot_cluster::Reason::Quorum,
+        };
+        assert!(unfenced.handle_event(&promoted, true));
+    }
 }

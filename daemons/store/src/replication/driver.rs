@@ -178,6 +178,9 @@ impl<R: Runtime> PrimaryDriver<R> {
                     let alive = self.connected(read, write).await;
                     self.machine.handle_disconnected(self.rt.now());
                     self.drain_events();
+                    if self.events.try_send(Event::Disconnected).is_err() {
+                        self.events_dropped += 1;
+                    }
                     if !alive {
                         return;
                     }
@@ -438,6 +441,7 @@ pub async fn run_secondary_controlled<R: Runtime>(
         if !alive {
             conn = None;
             machine.handle_disconnected(rt.now());
+            let _ = events.try_send(Event::Disconnected);
         }
     }
 }

@@ -99,6 +99,8 @@ pub enum Event {
     Connected {
         peer_node: u32,
     },
+    /// Added by the drivers: the connection to the peer ended.
+    Disconnected,
     VersionMismatch {
         local: u32,
         peer: u32,

@@ -34,6 +34,8 @@ pub struct ReplicationSecondary {
     /// resolved by keeping its generations as branches and going back to
     /// the common entry (one-shot).
     discard_local: bool,
+    /// The primary's last entry at hello: `InSync` once it is held here.
+    catch_up_to: Option<u64>,
 }
 
 impl ReplicationSecondary {
@@ -46,6 +48,7 @@ impl ReplicationSecondary {
             events: VecDeque::new(),
             metrics: ReplicationMetrics::default(),
             discard_local: false,
+            catch_up_to: None,
         }
     }
 
@@ -80,6 +83,7 @@ impl ReplicationSecondary {
 
     pub fn handle_disconnected(&mut self, _now: Instant) {
         self.link = Link::Down;
+        self.catch_up_to = None;
         self.input.clear();
         self.transmit.clear();
     }
@@ -155,11 +159,13 @@ impl ReplicationSecondary {
                     return self.refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation);
                 }
                 self.send(&Message::Ack { seq });
+                self.check_caught_up(seq);
             }
             (Link::Ready, Message::Snapshot { bytes }) => match store.install_snapshot(&bytes) {
                 Ok(()) => {
                     let seq = store.state().last_seq();
                     self.send(&Message::Ack { seq });
+                    self.check_caught_up(seq);
                 }
                 Err(_) => self.refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation),
             },
@@ -192,6 +198,9 @@ impl ReplicationSecondary {
             self.link = Link::Closed;
             return;
         }
+        self.events.push_back(Event::Connected {
+            peer_node: peer.node,
+        });
         let peer_last = peer.last.map_or(0, |l| l.seq);
         let state = store.state();
         let common = last_common_seq(&state.epochs, state.last_seq(), &peer.epochs, peer_last);
@@ -208,17 +217,27 @@ impl ReplicationSecondary {
             });
         }
         let state = store.state();
+        let divergence_free = state.last_seq() == common;
         let divergence = Divergence {
             common_seq: common,
             entries_after: state.last_seq() - common,
             changes_after: count_changes(store, common),
             first_epoch_after: state.epoch_of(common + 1),
         };
-        self.events.push_back(Event::Connected {
-            peer_node: peer.node,
-        });
         self.send(&Message::Divergence(divergence));
         self.link = Link::Ready;
+        self.catch_up_to = Some(peer_last);
+        if divergence_free {
+            self.check_caught_up(store.state().last_seq());
+        }
+    }
+
+    /// Tell the owner once this side holds what the primary had at hello.
+    fn check_caught_up(&mut self, seq: u64) {
+        if self.catch_up_to.is_some_and(|target| seq >= target) {
+            self.catch_up_to = None;
+            self.events.push_back(Event::InSync { seq });
+        }
     }
 
     /// The operator's resolution: keep this side's divergent generations

@@ -589,3 +589,21 @@ fn keeping_local_on_a_stale_primary_discards_the_peers_entries() {
     }));
     pair.assert_converged();
 }
+
+#[test]
+fn the_secondary_reports_when_it_caught_up() {
+    let mut pair = Pair::new(ReplicationConfig::new(1));
+    write_file(pair.tree.path(), "f", b"one");
+    pair.import("img");
+    pair.import("img");
+    pair.primary.handle_peer_outdated(pair.now);
+    pair.connect();
+    assert!(pair.secondary_events.contains(&Event::InSync { seq: 2 }));
+    pair.disconnect();
+    pair.secondary_events.clear();
+    pair.connect();
+    assert!(
+        pair.secondary_events.contains(&Event::InSync { seq: 2 }),
+        "already in sync at hello"
+    );
+}

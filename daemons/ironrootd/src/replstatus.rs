@@ -1,0 +1,369 @@
+//! What the node knows of its store's replication, kept up to date from the
+//! replication machines' events: the link, a resync in progress, a split
+//! brain seen at the last contact and how it was resolved. `ironroot
+//! status`, `split-brain resolve` and the metrics read it.
+
+use std::sync::{Arc, Mutex};
+
+use ironroot_store::replication::driver::PrimaryReport;
+use ironroot_store::replication::wire::RefuseReason;
+use ironroot_store::replication::{Event, Winner};
+use serde::Serialize;
+
+use crate::metrics::Sample;
+
+/// The state of the replication link, as an operator reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Link {
+    /// No connection to the peer (yet).
+    #[default]
+    Disconnected,
+    /// Hellos exchanged.
+    Connected,
+    /// The peer is catching up.
+    Resyncing,
+    /// The peer holds every entry.
+    InSync,
+    /// Both sides wrote after their last common entry and the policy did
+    /// not decide: an operator must.
+    SplitBrain,
+    /// The active node lacks entries the standby holds (a stale node was
+    /// made active).
+    PeerAhead,
+    /// The connection was refused (protocol or version).
+    Refused,
+}
+
+impl Link {
+    pub const ALL: [Link; 7] = [
+        Link::Disconnected,
+        Link::Connected,
+        Link::Resyncing,
+        Link::InSync,
+        Link::SplitBrain,
+        Link::PeerAhead,
+        Link::Refused,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Link::Disconnected => "disconnected",
+            Link::Connected => "connected",
+            Link::Resyncing => "resyncing",
+            Link::InSync => "in-sync",
+            Link::SplitBrain => "split-brain",
+            Link::PeerAhead => "peer-ahead",
+            Link::Refused => "refused",
+        }
+    }
+}
+
+/// A divergence seen at the last contact with the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Divergence {
+    /// Last entry both sides share.
+    pub common_seq: u64,
+    /// Entries this node wrote after it.
+    pub local_entries: u64,
+    /// Entries the peer wrote after it.
+    pub peer_entries: u64,
+}
+
+/// The last resolution applied on this node (the losing side).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Discarded {
+    pub common_seq: u64,
+    /// Generations kept as branches.
+    pub branches: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReplicationState {
+    pub link: Link,
+    pub divergence: Option<Divergence>,
+    pub resync: Option<(u64, u64)>,
+    pub last_discard: Option<Discarded>,
+    pub resyncs_total: u64,
+    pub in_sync_total: u64,
+    pub split_brains_total: u64,
+    pub discards_total: u64,
+}
+
+impl ReplicationState {
+    /// Whether an operator has something to resolve.
+    pub fn needs_resolution(&self) -> bool {
+        matches!(self.link, Link::SplitBrain | Link::PeerAhead)
+            || (self.divergence.is_some() && self.link != Link::Resyncing)
+    }
+
+    /// Fold one replication event in.
+    pub fn handle_event(&mut self, event: &Event) {
+        match event {
+            Event::Connected { .. } => {
+                self.link = Link::Connected;
+                self.divergence = None;
+            }
+            Event::Disconnected | Event::PeerUnresponsive => {
+                if !matches!(self.link, Link::SplitBrain | Link::PeerAhead) {
+                    self.link = Link::Disconnected;
+                }
+            }
+            Event::ResyncStarted {
+                from_seq, to_seq, ..
+            } => {
+                self.link = Link::Resyncing;
+                self.resync = Some((*from_seq, *to_seq));
+                self.resyncs_total += 1;
+            }
+            Event::InSync { .. } => {
+                self.link = Link::InSync;
+                self.divergence = None;
+                self.resync = None;
+                self.in_sync_total += 1;
+            }
+            Event::SplitBrain {
+                common_seq,
+                local_entries,
+                peer_entries,
+                winner,
+            } => {
+                self.split_brains_total += 1;
+                self.divergence = Some(Divergence {
+                    common_seq: *common_seq,
+                    local_entries: *local_entries,
+                    peer_entries: *peer_entries,
+                });
+                if *winner != Winner::Local {
+                    self.link = Link::SplitBrain;
+                }
+            }
+            Event::Diverged {
+                common_seq,
+                local_entries,
+                peer_entries,
+            } => {
+                self.divergence = Some(Divergence {
+                    common_seq: *common_seq,
+                    local_entries: *local_entries,
+                    peer_entries: *peer_entries,
+                });
+            }
+            Event::PeerAhead {
+                peer_seq,
+                local_seq,
+            } => {
+                self.link = Link::PeerAhead;
+                self.divergence = Some(Divergence {
+                    common_seq: *local_seq,
+                    local_entries: 0,
+                    peer_entries: peer_seq - local_seq,
+                });
+            }
+            Event::Refused { reason } => {
+                self.link = match reason {
+                    RefuseReason::SplitBrainUnresolved => Link::SplitBrain,
+                    RefuseReason::PeerAhead => Link::PeerAhead,
+                    _ => Link::Refused,
+                };
+            }
+            Event::DiscardedDivergence {
+                common_seq,
+                branches,
+            } => {
+                self.divergence = None;
+                self.link = Link::Resyncing;
+                self.discards_total += 1;
+                self.last_discard = Some(Discarded {
+                    common_seq: *common_seq,
+                    branches: branches.clone(),
+                });
+            }
+            Event::VersionMismatch { .. } | Event::ProtocolViolation => self.link = Link::Refused,
+            Event::PeerProgress { .. }
+            | Event::Acknowledged { .. }
+            | Event::WriteFailed { .. }
+            | Event::DiscardFailed => {}
+        }
+    }
+}
+
+/// Replication metrics: link state, lag, resync progress, split brains.
+pub fn samples(
+    state: &ReplicationState,
+    primary: Option<PrimaryReport>,
+    last_seq: u64,
+) -> Vec<Sample> {
+    let mut out: Vec<Sample> = Link::ALL
+        .iter()
+        .map(|link| {
+            Sample::gauge(
+                "ironroot_replication_link",
+                "State of the replication link to the peer (1 = current).",
+                f64::from(u8::from(state.link == *link)),
+            )
+            .label("state", link.name())
+        })
+        .collect();
+    out.push(Sample::gauge(
+        "ironroot_replication_split_brain",
+        "Whether a split brain waits for an operator's resolution.",
+        f64::from(u8::from(state.needs_resolution())),
+    ));
+    for (name, help, value) in [
+        (
+            "ironroot_replication_split_brains_total",
+            "Split brains detected by this node as primary.",
+            state.split_brains_total,
+        ),
+        (
+            "ironroot_replication_resyncs_total",
+            "Resyncs started by this node as primary.",
+            state.resyncs_total,
+        ),
+        (
+            "ironroot_replication_discards_total",
+            "Times this node gave up its divergent entries (kept as branches).",
+            state.discards_total,
+        ),
+    ] {
+        out.push(Sample::counter(name, help, value));
+    }
+    // Only the primary knows how far behind the peer is.
+    if let Some(report) = primary {
+        let progress = report.progress;
+        let behind = last_seq.saturating_sub(progress.peer_acked);
+        out.push(Sample::gauge(
+            "ironroot_replication_lag_entries",
+            "Journal entries the peer does not hold yet (primary only).",
+            behind as f64,
+        ));
+        out.push(Sample::gauge(
+            "ironroot_replication_lag_bytes",
+            "Bytes of objects still to ship for the entry in flight (primary only).",
+            progress.bytes_remaining as f64,
+        ));
+        let resyncing = progress.resyncing;
+        out.push(Sample::gauge(
+            "ironroot_replication_resync_entries_remaining",
+            "Entries a running resync still has to ship (primary only).",
+            if resyncing { behind as f64 } else { 0.0 },
+        ));
+        out.push(Sample::gauge(
+            "ironroot_replication_resync_objects_remaining",
+            "Objects the entry in flight of a running resync still has to ship (primary only).",
+            if resyncing {
+                progress.objects_remaining as f64
+            } else {
+                0.0
+            },
+        ));
+    }
+    out
+}
+
+/// Shared between the event trackers, the admin API and metrics.
+pub type SharedReplicationState = Arc<Mutex<ReplicationState>>;
+
+/// Log every replication event and fold it into `state`.
+pub async fn track(
+    role: &'static str,
+    mut events: tokio::sync::mpsc::Receiver<Event>,
+    state: SharedReplicationState,
+) {
+    while let Some(event) = events.recv().await {
+        match &event {
+            Event::SplitBrain { .. } | Event::Diverged { .. } | Event::PeerAhead { .. } => {
+                tracing::warn!(role, ?event, "replication: divergent histories");
+            }
+            Event::DiscardFailed => tracing::error!(
+                role,
+                "replication: discarding this node's divergent entries failed; still armed"
+            ),
+            _ => tracing::info!(role, ?event, "replication"),
+        }
+        state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .handle_event(&event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_split_brain_is_reported_until_resolved() {
+        let mut state = ReplicationState::default();
+        for event in [
+            Event::Connected { peer_node: 2 },
+            Event::SplitBrain {
+                common_seq: 4,
+                local_entries: 2,
+                peer_entries: 1,
+                winner: Winner::Undecided,
+            },
+            Event::Refused {
+                reason: RefuseReason::SplitBrainUnresolved,
+            },
+            Event::Disconnected,
+        ] {
+            state.handle_event(&event);
+        }
+        assert_eq!(state.link, Link::SplitBrain, "kept across the disconnect");
+        assert!(state.needs_resolution());
+        assert_eq!(state.divergence.map(|d| d.common_seq), Some(4));
+        for event in [
+            Event::Connected { peer_node: 2 },
+            Event::SplitBrain {
+                common_seq: 4,
+                local_entries: 2,
+                peer_entries: 1,
+                winner: Winner::Local,
+            },
+            Event::ResyncStarted {
+                from_seq: 5,
+                to_seq: 6,
+                snapshot: false,
+            },
+        ] {
+            state.handle_event(&event);
+        }
+        assert_eq!(state.link, Link::Resyncing);
+        assert!(!state.needs_resolution(), "resolution under way");
+        state.handle_event(&Event::InSync { seq: 6 });
+        assert_eq!(state.link, Link::InSync);
+        assert_eq!(state.divergence, None);
+        assert_eq!(state.split_brains_total, 2);
+    }
+
+    #[test]
+    fn the_loser_records_the_branches_it_kept() {
+        let mut state = ReplicationState::default();
+        state.handle_event(&Event::Connected { peer_node: 1 });
+        state.handle_event(&Event::Diverged {
+            common_seq: 3,
+            local_entries: 1,
+            peer_entries: 2,
+        });
+        state.handle_event(&Event::Refused {
+            reason: RefuseReason::SplitBrainUnresolved,
+        });
+        assert_eq!(state.link, Link::SplitBrain);
+        state.handle_event(&Event::DiscardedDivergence {
+            common_seq: 3,
+            branches: vec![4],
+        });
+        state.handle_event(&Event::Connected { peer_node: 1 });
+        assert!(!state.needs_resolution());
+        assert_eq!(state.discards_total, 1);
+        assert_eq!(
+            state.last_discard,
+            Some(Discarded {
+                common_seq: 3,
+                branches: vec![4]
+            })
+        );
+    }
+}
