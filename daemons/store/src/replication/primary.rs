@@ -178,10 +178,25 @@ impl ReplicationPrimary {
         self.deadline = None;
         self.input.clear();
         self.transmit.clear();
-        // Writes waiting for a peer that is gone: tell the owner in time to
-        // outdate it.
-        if !self.pending.is_empty() {
+        // Writes waiting for a peer that is gone: settled at once if it is
+        // recorded Outdated already, else tell the owner in time to outdate
+        // it.
+        if self.peer_outdated {
+            self.settle_pending();
+        } else if !self.pending.is_empty() {
             self.expect_answer(now);
+        }
+    }
+
+    /// Writes waiting for a peer recorded Outdated: settled by the
+    /// degraded policy.
+    fn settle_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for seq in pending {
+            self.events.push_back(match self.config.degraded {
+                DegradedPolicy::AcceptWhenOutdated => Event::Acknowledged { seq },
+                DegradedPolicy::RefuseWrites => Event::WriteFailed { seq },
+            });
         }
     }
 
@@ -192,13 +207,7 @@ impl ReplicationPrimary {
         // Resync reads them back from the journal; degraded mode must not
         // grow memory.
         self.outbox.clear();
-        let pending = std::mem::take(&mut self.pending);
-        for seq in pending {
-            self.events.push_back(match self.config.degraded {
-                DegradedPolicy::AcceptWhenOutdated => Event::Acknowledged { seq },
-                DegradedPolicy::RefuseWrites => Event::WriteFailed { seq },
-            });
-        }
+        self.settle_pending();
     }
 
     /// A write this node made durably; it is acknowledged once the peer
@@ -536,6 +545,9 @@ impl ReplicationPrimary {
             self.link = Link::Down;
             self.ship = None;
             self.events.push_back(Event::PeerUnresponsive);
+            if self.peer_outdated {
+                self.settle_pending();
+            }
         }
     }
 

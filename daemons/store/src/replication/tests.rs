@@ -607,3 +607,25 @@ fn the_secondary_reports_when_it_caught_up() {
         "already in sync at hello"
     );
 }
+
+#[test]
+fn a_write_on_a_stalled_link_is_settled_once_the_outdated_peer_times_out() {
+    let mut pair = Pair::new(ReplicationConfig::new(1));
+    pair.connect();
+    // The link stalls (no close): the owner records the peer Outdated
+    // before the connection is known dead.
+    pair.link_up = false;
+    pair.primary.handle_peer_outdated(pair.now);
+    write_file(pair.tree.path(), "f", b"x");
+    let record = pair.import("img");
+    pair.pump();
+    assert!(
+        !pair.acked(record.seq),
+        "still shipping on the stalled link"
+    );
+    let deadline = pair.primary.poll_timeout().expect("waiting for the ack");
+    pair.primary.handle_timeout(deadline);
+    pair.pump();
+    assert!(pair.primary_events.contains(&Event::PeerUnresponsive));
+    assert!(pair.acked(record.seq), "settled by the degraded policy");
+}
