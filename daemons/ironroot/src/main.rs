@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use ironrootd::admin::{call, Request, Response};
 
+mod shell;
+
 #[derive(Parser)]
 #[command(
     name = "ironroot",
@@ -78,6 +80,27 @@ enum ImageCommand {
     Diff { name: String, from: u64, to: u64 },
     /// Make generation GEN of NAME active again (as a new generation).
     Rollback { name: String, generation: u64 },
+    /// Change NAME in a shell chrooted into a writable working copy of its
+    /// active generation; when the shell exits 0 the change becomes a new
+    /// generation (nothing is committed if nothing changed). Run it on the
+    /// active node, as root.
+    Shell {
+        name: String,
+        /// Where the working copy goes (absolute; absent or empty). Default:
+        /// a new directory under the store directory's `work/`.
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        /// Run this with `/bin/sh -c` in the chroot instead of an
+        /// interactive shell.
+        #[arg(long)]
+        command: Option<String>,
+        /// The new generation's message.
+        #[arg(long, default_value = "image shell")]
+        message: String,
+        /// Commit even if the shell or command exits non-zero.
+        #[arg(long)]
+        commit_on_failure: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -193,7 +216,9 @@ fn request(command: Command) -> Result<Request, String> {
             deb: deb.as_deref().map(absolute),
             from_image,
         },
-        Command::Completions { .. } => return Err("completions are printed locally".to_owned()),
+        Command::Completions { .. } | Command::Image(ImageCommand::Shell { .. }) => {
+            return Err("this command runs locally".to_owned())
+        }
     })
 }
 
@@ -249,6 +274,26 @@ fn main() -> ExitCode {
             &mut std::io::stdout(),
         );
         return ExitCode::SUCCESS;
+    }
+    if let Command::Image(ImageCommand::Shell {
+        name,
+        workdir,
+        command,
+        message,
+        commit_on_failure,
+    }) = cli.command
+    {
+        let options = shell::Options {
+            socket: cli.socket,
+            json: cli.json,
+            wait: Duration::from_secs(cli.timeout_secs),
+            name,
+            workdir: workdir.as_deref().map(absolute),
+            command,
+            message,
+            commit_on_failure,
+        };
+        return shell::run(&options);
     }
     let request = match request(cli.command) {
         Ok(request) => request,

@@ -16,11 +16,15 @@ use crate::node::NodeState;
 /// The node's admin handler.
 pub struct Handler {
     state: NodeState,
+    checkouts: crate::shell::Checkouts,
 }
 
 impl Handler {
     pub fn new(state: NodeState) -> Arc<Handler> {
-        Arc::new(Handler { state })
+        Arc::new(Handler {
+            state,
+            checkouts: crate::shell::Checkouts::default(),
+        })
     }
 }
 
@@ -38,7 +42,7 @@ fn parse_mac(text: &str) -> Result<[u8; 6], String> {
     Ok(mac)
 }
 
-fn now_timestamp() -> Timestamp {
+pub(crate) fn now_timestamp() -> Timestamp {
     // The admin API runs only in production, on the node's real clock.
     #[allow(clippy::disallowed_methods)]
     let now = std::time::SystemTime::now();
@@ -72,6 +76,14 @@ impl crate::admin::Handler for Handler {
                 Admin::Standby(on),
                 if on { "standby on" } else { "standby off" },
             ),
+            Request::ImageShellBegin { name, workdir } => {
+                crate::shell::begin(&self.state, &self.checkouts, name, workdir).await
+            }
+            Request::ImageShellEnd {
+                workdir,
+                commit,
+                message,
+            } => crate::shell::end(&self.state, &self.checkouts, workdir, commit, message).await,
             Request::SplitBrainResolve { keep_local } => {
                 crate::resolve::resolve(&self.state, keep_local).await
             }

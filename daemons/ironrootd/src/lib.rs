@@ -17,6 +17,7 @@ pub mod node;
 pub mod replstatus;
 pub mod resolve;
 pub mod services;
+pub mod shell;
 pub mod storefs;
 pub mod witness;
 
