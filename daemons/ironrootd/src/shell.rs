@@ -218,6 +218,15 @@ pub async fn end(
     message: String,
 ) -> Response {
     let dir = PathBuf::from(&workdir);
+    // Importing or removing a tree with /proc or /dev mounted inside would
+    // walk into (or delete from) the live system.
+    let mounted = mounts_under(&dir);
+    if !mounted.is_empty() {
+        return Response::error(format!(
+            "unmount {} first: the working copy stays at {workdir}",
+            mounted.join(", ")
+        ));
+    }
     let Some(checkout) = checkouts.take(&dir) else {
         return Response::error(format!(
             "{workdir}: not a working copy of this node (it may predate a restart):              import it with `ironroot image import NAME --from {workdir}`"
@@ -275,6 +284,27 @@ pub async fn end(
         Ok(seq) => remove(&dir, json!({ "result": "committed", "generation": seq })),
         Err(error) => Response::error(format!("{error}: the working copy stays at {workdir}")),
     }
+}
+
+/// Mount points strictly below `dir`, from this process's mount table.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mount_points_under(&table, dir)
+}
+
+/// The mount points (field 5 of mountinfo) strictly below `dir`.
+pub fn mount_points_under(mountinfo: &str, dir: &Path) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        // mountinfo escapes spaces and the like as octal (\040).
+        .map(|point| point.replace("\\040", " "))
+        .filter(|point| {
+            Path::new(point)
+                .strip_prefix(dir)
+                .is_ok_and(|rest| !rest.as_os_str().is_empty())
+        })
+        .collect()
 }
 
 fn remove(dir: &Path, data: serde_json::Value) -> Response {
@@ -364,6 +394,18 @@ mod tests {
         assert_eq!(entries[&b"b"[..]].meta.ctime.secs, 9, "changed: its own");
         let added = dir(1, 1, vec![("a", link("x", 1, 1))]);
         assert!(!unchanged(&added, &base), "a removed entry is a change");
+    }
+
+    #[test]
+    fn mounts_inside_a_working_copy_are_found() {
+        let table = "22 1 0:21 / /proc rw - proc proc rw\n\
+                     90 40 0:5 / /srv/work/img.3.x/proc rw - proc proc rw\n\
+                     91 40 0:6 / /srv/work/img.3.x/dev rw - devtmpfs udev rw\n\
+                     92 40 0:7 / /srv/work/img.3.xy rw - tmpfs t rw\n";
+        assert_eq!(
+            mount_points_under(table, Path::new("/srv/work/img.3.x")),
+            ["/srv/work/img.3.x/proc", "/srv/work/img.3.x/dev"]
+        );
     }
 
     #[test]
