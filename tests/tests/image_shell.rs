@@ -254,3 +254,53 @@ fn scenario(node: &Node) -> Result<()> {
     );
     Ok(())
 }
+
+/// SIGHUP on a running node: the log filter is applied live, a change that
+/// needs a restart is named, an invalid file changes nothing, and the node
+/// keeps serving throughout.
+#[test]
+fn sighup_reloads_the_log_level_and_names_what_needs_a_restart() -> Result<()> {
+    if !require(is_root(), "needs root (network namespaces)")? {
+        return Ok(());
+    }
+    let node = Node::start()?;
+    let result = sighup(&node);
+    if result.is_err() {
+        eprintln!("{}", node.daemon.log_text());
+    }
+    result
+}
+
+fn sighup(node: &Node) -> Result<()> {
+    let path = node.dir.path().join("ironroot.toml");
+    let original = std::fs::read_to_string(&path)?;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(node.daemon.pid().context("pid")?)?);
+    let hup = || nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP);
+    let wait_log = |what: &str, count: usize| {
+        wait_for(what, Duration::from_secs(10), || {
+            (node.daemon.log_text().matches(what).count() >= count).then_some(())
+        })
+    };
+    assert!(!node.daemon.log_text().contains("DEBUG"), "info by default");
+
+    std::fs::write(
+        &path,
+        format!("{original}[log]\nlevel = \"debug\"\n").replace("dead_ms = 1500", "dead_ms = 1600"),
+    )?;
+    hup()?;
+    wait_log("SIGHUP: reloaded", 1)?;
+    let log = node.daemon.log_text();
+    assert!(log.contains("\"log.level\""), "{log}");
+    assert!(log.contains("needs a restart"), "{log}");
+    assert!(log.contains("\"cluster.timing\""), "{log}");
+    // The new filter is live: debug lines appear without a restart.
+    wait_log("SIGHUP: debug logging is on", 1)?;
+
+    std::fs::write(&path, format!("{original}[log]\nlevel = \"=[\"\n"))?;
+    hup()?;
+    wait_log("configuration not reloaded", 1)?;
+
+    let status = node.json(&["status"])?;
+    assert_eq!(status["data"]["role"], "active", "still serving: {status}");
+    Ok(())
+}

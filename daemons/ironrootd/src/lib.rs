@@ -14,6 +14,7 @@ pub mod diff;
 pub mod handler;
 pub mod metrics;
 pub mod node;
+pub mod reload;
 pub mod replstatus;
 pub mod resolve;
 pub mod services;

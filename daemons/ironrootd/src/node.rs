@@ -292,7 +292,9 @@ pub fn role_name(role: Role) -> &'static str {
 }
 
 /// Run the node role until SIGTERM or a fatal error.
-pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
+pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> anyhow::Result<()> {
+    // SIGHUP reloads what can be reloaded (and would otherwise end us).
+    tokio::spawn(crate::reload::serve_sighup(reloader));
     let rt = TokioRuntime::new().context("seeding the runtime")?;
     // Bind before touching the store: a port in use fails the start with
     // nothing created.
