@@ -73,9 +73,37 @@ impl Registry for StoreRegistry {
     }
 }
 
+/// Bytes the store directory must take at start (written, synced and
+/// removed): a full disk is refused before anything starts, instead of
+/// failing the first replicated write.
+pub const STORE_PROBE_BYTES: usize = 1 << 20;
+
+/// Write, sync and remove [`STORE_PROBE_BYTES`] in `dir`.
+pub fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let path = dir.join(".ironrootd-probe");
+    let written = std::fs::File::create(&path).and_then(|mut file| {
+        file.write_all(&vec![0u8; STORE_PROBE_BYTES])?;
+        file.sync_all()
+    });
+    let removed = std::fs::remove_file(&path);
+    written?;
+    removed.or_else(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Ok(()),
+        _ => Err(e),
+    })
+}
+
 fn open_store(settings: &NodeSettings) -> anyhow::Result<SharedStore> {
     std::fs::create_dir_all(&settings.store.dir)
         .with_context(|| format!("store.dir {}", settings.store.dir.display()))?;
+    probe_writable(&settings.store.dir).with_context(|| {
+        format!(
+            "store.dir {}: cannot write {} MiB",
+            settings.store.dir.display(),
+            STORE_PROBE_BYTES >> 20
+        )
+    })?;
     let storage = FsStorage::open(&settings.store.dir).with_context(|| {
         format!(
             "store.dir {}: cannot open the store",
