@@ -173,6 +173,19 @@ impl Pair {
         Ok(())
     }
 
+    /// The node's Prometheus metrics, scraped inside its namespace.
+    fn metrics(&self, i: usize) -> Result<String> {
+        let output = self.segment.host(self.nodes[i].host).output(
+            "busybox",
+            &["wget", "-qO-", "http://127.0.0.1:9451/metrics"],
+            Duration::from_secs(10),
+        )?;
+        if !output.status.success() {
+            bail!("metrics: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     fn logs(&self) -> String {
         let mut text = String::new();
         for node in &self.nodes {
@@ -265,6 +278,13 @@ fn scenario(pair: &Pair) -> Result<()> {
         serde_json::to_string_pretty(&status)?
     );
 
+    let metrics = pair.metrics(standby)?;
+    assert!(
+        metrics.contains("ironroot_replication_split_brain 1\n")
+            && metrics.contains("ironroot_replication_link{state=\"split-brain\"} 1\n"),
+        "{metrics}"
+    );
+
     // The wrong flag on either side is refused with what to do instead.
     let (refused, value) = pair.run_cli(standby, &["split-brain", "resolve", "--keep-local"])?;
     assert!(!refused.status.success(), "{value}");
@@ -312,6 +332,15 @@ fn scenario(pair: &Pair) -> Result<()> {
     // Replication carries on after the resolution.
     pair.import(active, "after-resolution")?;
     pair.wait_identical()?;
+    let metrics = pair.metrics(active)?;
+    for line in [
+        "ironroot_replication_split_brain 0\n",
+        "ironroot_replication_link{state=\"in-sync\"} 1\n",
+        "ironroot_replication_lag_entries 0\n",
+        "ironroot_replication_split_brains_total 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
 
     // Once the loser is active it publishes the kept generation: both
     // replicas then hold it under a branch ref.

@@ -339,6 +339,50 @@ mod tests {
     }
 
     #[test]
+    fn metrics_show_lag_resync_progress_and_split_brain() {
+        let mut state = ReplicationState::default();
+        state.handle_event(&Event::ResyncStarted {
+            from_seq: 3,
+            to_seq: 10,
+            snapshot: false,
+        });
+        let report = PrimaryReport {
+            progress: ironroot_store::replication::Progress {
+                peer_acked: 4,
+                resyncing: true,
+                objects_remaining: 12,
+                bytes_remaining: 4096,
+            },
+            keep_local_pending: false,
+        };
+        let text = crate::metrics::render(&samples(&state, Some(report), 10));
+        for line in [
+            "ironroot_replication_link{state=\"resyncing\"} 1\n",
+            "ironroot_replication_link{state=\"in-sync\"} 0\n",
+            "ironroot_replication_lag_entries 6\n",
+            "ironroot_replication_lag_bytes 4096\n",
+            "ironroot_replication_resync_entries_remaining 6\n",
+            "ironroot_replication_resync_objects_remaining 12\n",
+            "ironroot_replication_resyncs_total 1\n",
+            "ironroot_replication_split_brain 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
+        state.handle_event(&Event::Refused {
+            reason: RefuseReason::SplitBrainUnresolved,
+        });
+        let text = crate::metrics::render(&samples(&state, None, 10));
+        assert!(
+            text.contains("ironroot_replication_split_brain 1\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("lag_entries"),
+            "only the primary knows the lag"
+        );
+    }
+
+    #[test]
     fn the_loser_records_the_branches_it_kept() {
         let mut state = ReplicationState::default();
         state.handle_event(&Event::Connected { peer_node: 1 });

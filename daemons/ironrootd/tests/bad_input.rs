@@ -124,9 +124,9 @@ fn a_store_directory_on_a_full_disk_is_refused_before_anything_starts() {
     std::fs::create_dir_all(&store).expect("store dir");
     let path = dir.path().join("ironroot.toml");
     std::fs::write(&path, config(dir.path(), 17792)).expect("write config");
-    // (bounded: a daemon that started anyway is killed after 30 s)
     // A 512 KiB tmpfs filled to the last block, in a private mount
     // namespace: it disappears with the process, nothing to clean up.
+    // Bounded: a daemon that started anyway is killed after 30 s.
     let script = format!(
         "mount -t tmpfs -o size=512k tmpfs {store} && \
          (dd if=/dev/zero of={store}/fill bs=4k 2>/dev/null; true) && \
