@@ -5,6 +5,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use ironroot_cluster::{Admin, ClusterEvent, EventKind, FileIncarnationStore, Role};
@@ -232,9 +233,9 @@ async fn record_events(
     mut events: mpsc::Receiver<ClusterEvent>,
     status: Arc<Mutex<NodeStatus>>,
     replication: Replication,
-    unsafe_unfenced: bool,
+    quorum: ironroot_cluster::QuorumMode,
 ) {
-    let mut outdating = PeerOutdating::new(unsafe_unfenced);
+    let mut outdating = PeerOutdating::new(&quorum);
     while let Some(event) = events.recv().await {
         let active = {
             let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
@@ -252,7 +253,7 @@ async fn record_events(
             }
             status.role == "active"
         };
-        if outdating.handle_event(&event.kind, active) {
+        if outdating.handle_event(event.at, &event.kind, active) {
             if let Some(primary) = replication.primary() {
                 tracing::warn!("peer is down: recorded Outdated, writes go on degraded");
                 tokio::spawn(async move { primary.peer_outdated().await });
@@ -263,43 +264,58 @@ async fn record_events(
 
 /// When an active node's peer dies, its pending and later writes wait for
 /// the peer until the peer is known unable to be active: the witness
-/// granted this node the lease after the peer went silent, a fence
+/// granted this node a lease it requested after the peer was declared dead
+/// (such a grant marks the peer Outdated on the witness first), a fence
 /// succeeded, or the cluster runs `unsafe_unfenced` (nothing to prove).
 struct PeerOutdating {
     unsafe_unfenced: bool,
-    peer_dead: bool,
+    /// The witness's full lease: a grant ending at `until` was requested
+    /// no earlier than `until - lease`.
+    lease: Option<Duration>,
+    peer_dead_at: Option<ironroot_net::Instant>,
     proved: bool,
     sent: bool,
 }
 
 impl PeerOutdating {
-    fn new(unsafe_unfenced: bool) -> PeerOutdating {
+    fn new(quorum: &ironroot_cluster::QuorumMode) -> PeerOutdating {
+        use ironroot_cluster::QuorumMode;
         PeerOutdating {
-            unsafe_unfenced,
-            peer_dead: false,
+            unsafe_unfenced: matches!(quorum, QuorumMode::Unsafe),
+            lease: match quorum {
+                QuorumMode::Witness { lease, .. } => Some(*lease),
+                _ => None,
+            },
+            peer_dead_at: None,
             proved: false,
             sent: false,
         }
     }
 
     /// True when the peer should now be recorded Outdated.
-    fn handle_event(&mut self, kind: &EventKind, active: bool) -> bool {
+    fn handle_event(&mut self, at: ironroot_net::Instant, kind: &EventKind, active: bool) -> bool {
         match kind {
             EventKind::PeerDead => {
-                self.peer_dead = true;
+                self.peer_dead_at = Some(at);
                 self.proved = self.unsafe_unfenced;
             }
             EventKind::PeerAlive { .. } => {
-                self.peer_dead = false;
+                self.peer_dead_at = None;
                 self.proved = false;
                 self.sent = false;
             }
-            EventKind::LeaseGranted { .. } if self.peer_dead => self.proved = true,
-            EventKind::FenceResult { ok: true } if self.peer_dead => self.proved = true,
+            EventKind::LeaseGranted { until } => {
+                if let (Some(dead_at), Some(lease)) = (self.peer_dead_at, self.lease) {
+                    self.proved |= *until >= dead_at + lease;
+                }
+            }
+            EventKind::FenceResult { ok: true } if self.peer_dead_at.is_some() => {
+                self.proved = true;
+            }
             EventKind::StateChanged { to, .. } if *to != Role::Active => self.sent = false,
             _ => {}
         }
-        if self.peer_dead && self.proved && active && !self.sent {
+        if self.peer_dead_at.is_some() && self.proved && active && !self.sent {
             self.sent = true;
             return true;
         }
@@ -384,15 +400,11 @@ pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> a
     ];
     let (events_tx, events_rx) = mpsc::channel(1024);
     let (admin_tx, admin_rx) = mpsc::channel(8);
-    let unsafe_unfenced = matches!(
-        settings.cluster.quorum,
-        ironroot_cluster::QuorumMode::Unsafe
-    );
     tokio::spawn(record_events(
         events_rx,
         Arc::clone(&status),
         replication.clone(),
-        unsafe_unfenced,
+        settings.cluster.quorum.clone(),
     ));
     let settings = Arc::new(settings);
     let state = NodeState {
@@ -540,34 +552,47 @@ mod tests {
 
     #[test]
     fn the_peer_is_outdated_only_once_proved_unable_to_be_active() {
-        let mut witness = PeerOutdating::new(false);
+        use ironroot_cluster::QuorumMode;
+        use ironroot_net::Instant;
+        use std::time::Duration;
+        let at = Instant::from_millis;
+        let mut witness = PeerOutdating::new(&QuorumMode::Witness {
+            addr: "192.0.2.3:695".parse().expect("addr"),
+            lease: Duration::from_millis(1_500),
+        });
+        assert!(!witness.handle_event(at(10_000), &EventKind::PeerDead, true));
+        let grant = |until| EventKind::LeaseGranted { until: at(until) };
         assert!(
-            !witness.handle_event(&EventKind::PeerDead, true),
-            "no proof yet"
+            !witness.handle_event(at(10_050), &grant(11_400), true),
+            "requested before the peer was declared dead"
         );
-        let lease = EventKind::LeaseGranted {
-            until: ironroot_net::Instant::from_millis(5),
-        };
         assert!(
-            witness.handle_event(&lease, true),
-            "the witness granted us the lease"
+            witness.handle_event(at(10_150), &grant(11_500), true),
+            "requested once the peer was dead: the witness outdated it"
         );
-        assert!(!witness.handle_event(&lease, true), "once");
+        assert!(
+            !witness.handle_event(at(10_250), &grant(11_600), true),
+            "once"
+        );
         let alive = EventKind::PeerAlive {
             incarnation: 2,
             restarted: true,
         };
-        assert!(!witness.handle_event(&alive, true));
-        assert!(!witness.handle_event(&lease, true), "the peer is back");
-
-        let mut fencing = PeerOutdating::new(false);
-        assert!(!fencing.handle_event(&EventKind::PeerDead, true));
-        assert!(!fencing.handle_event(&EventKind::FenceResult { ok: false }, true));
-        assert!(fencing.handle_event(&EventKind::FenceResult { ok: true }, true));
-
-        let mut unfenced = PeerOutdating::new(true);
+        assert!(!witness.handle_event(at(11_000), &alive, true));
         assert!(
-            !unfenced.handle_event(&EventKind::PeerDead, false),
+            !witness.handle_event(at(11_100), &grant(12_600), true),
+            "the peer is back"
+        );
+
+        let mut fencing = PeerOutdating::new(&QuorumMode::Unsafe);
+        fencing.unsafe_unfenced = false;
+        assert!(!fencing.handle_event(at(1), &EventKind::PeerDead, true));
+        assert!(!fencing.handle_event(at(2), &EventKind::FenceResult { ok: false }, true));
+        assert!(fencing.handle_event(at(3), &EventKind::FenceResult { ok: true }, true));
+
+        let mut unfenced = PeerOutdating::new(&QuorumMode::Unsafe);
+        assert!(
+            !unfenced.handle_event(at(1), &EventKind::PeerDead, false),
             "standby"
         );
         let promoted = EventKind::StateChanged {
@@ -575,6 +600,6 @@ mod tests {
             to: Role::Active,
             reason: ironroot_cluster::Reason::Quorum,
         };
-        assert!(unfenced.handle_event(&promoted, true));
+        assert!(unfenced.handle_event(at(2), &promoted, true));
     }
 }
