@@ -273,10 +273,16 @@ fn scenario(pair: &Pair) -> Result<()> {
     let active_status = pair.status(active).context("active status")?;
     assert_eq!(active_status["replication"]["link"], "split-brain");
     assert_ne!(pair.hash(active), pair.hash(standby));
-    eprintln!(
-        "ironroot status on the standby during the split brain:\n{}",
-        serde_json::to_string_pretty(&status)?
+    let socket = pair.nodes[standby].dir.join("admin.sock");
+    let human = std::process::Command::new(&pair.ironroot)
+        .args(["--socket", &socket.display().to_string(), "status"])
+        .output()?;
+    let human = String::from_utf8_lossy(&human.stdout).into_owned();
+    assert!(
+        human.contains("link: split-brain") && human.contains("--discard-local"),
+        "{human}"
     );
+    eprintln!("ironroot status on the standby during the split brain:\n{human}");
 
     let metrics = pair.metrics(standby)?;
     assert!(
@@ -341,6 +347,14 @@ fn scenario(pair: &Pair) -> Result<()> {
     ] {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
+
+    let after = pair.status(active).context("active status")?;
+    assert_eq!(after["replication"]["link"], "in-sync", "{after}");
+    assert_eq!(after["replication"]["lag_entries"], 0, "{after}");
+    eprintln!(
+        "ironroot status on the active node after the resolution:\n{}",
+        serde_json::to_string_pretty(&after["replication"])?
+    );
 
     // Once the loser is active it publishes the kept generation: both
     // replicas then hold it under a branch ref.
