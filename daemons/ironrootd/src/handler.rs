@@ -408,6 +408,16 @@ pub fn samples(state: &NodeState) -> Vec<Sample> {
         "Times this node became active.",
         status.failovers,
     ));
+    for reason in crate::node::DROP_REASONS {
+        samples.push(
+            Sample::counter(
+                "ironroot_heartbeats_dropped_total",
+                "Heartbeat packets dropped, by reason (forged = failed its HMAC).",
+                status.heartbeats_dropped.get(reason).copied().unwrap_or(0),
+            )
+            .label("reason", reason),
+        );
+    }
     let store = state.store.lock().unwrap_or_else(|p| p.into_inner());
     samples.push(Sample::gauge(
         "ironroot_store_last_seq",

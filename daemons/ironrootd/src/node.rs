@@ -28,6 +28,34 @@ pub struct NodeStatus {
     pub vip: String,
     pub peer: String,
     pub failovers: u64,
+    /// Heartbeat packets dropped, by reason (forged, replayed, ...).
+    pub heartbeats_dropped: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// Every reason a heartbeat packet is dropped, as a metrics label.
+pub const DROP_REASONS: [&str; 8] = [
+    "malformed",
+    "forged",
+    "wrong_cluster",
+    "wrong_sender",
+    "replayed",
+    "stale",
+    "unknown_link",
+    "unexpected_reply",
+];
+
+fn drop_reason(reason: ironroot_cluster::node::DropReason) -> &'static str {
+    use ironroot_cluster::node::DropReason;
+    match reason {
+        DropReason::Malformed => "malformed",
+        DropReason::Forged => "forged",
+        DropReason::WrongCluster => "wrong_cluster",
+        DropReason::WrongSender => "wrong_sender",
+        DropReason::Replayed => "replayed",
+        DropReason::Stale => "stale",
+        DropReason::UnknownLink => "unknown_link",
+        DropReason::UnexpectedReply => "unexpected_reply",
+    }
 }
 
 /// Shared between the cluster event recorder, the admin API and metrics.
@@ -249,6 +277,12 @@ async fn record_events(
                 EventKind::PeerAlive { .. } => status.peer = "alive".to_owned(),
                 EventKind::PeerWarn { .. } => status.peer = "late".to_owned(),
                 EventKind::PeerDead => status.peer = "dead".to_owned(),
+                EventKind::Dropped { reason } => {
+                    *status
+                        .heartbeats_dropped
+                        .entry(drop_reason(*reason))
+                        .or_default() += 1;
+                }
                 _ => {}
             }
             status.role == "active"
@@ -375,6 +409,7 @@ pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> a
         vip: settings.cluster.vip.addr.to_string(),
         peer: "unknown".to_owned(),
         failovers: 0,
+        heartbeats_dropped: std::collections::BTreeMap::new(),
     }));
     let peer_alive: Arc<dyn Fn() -> bool + Send + Sync> = {
         let status = Arc::clone(&status);
@@ -549,6 +584,51 @@ fn service_samples(nfs: &NfsServer, tftp: &TftpServer) -> Vec<crate::metrics::Sa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn cluster_events_update_the_status_and_count_dropped_heartbeats() {
+        use ironroot_cluster::node::DropReason;
+        let status = Arc::new(Mutex::new(NodeStatus::default()));
+        let (tx, rx) = mpsc::channel(16);
+        let task = tokio::spawn(record_events(
+            rx,
+            Arc::clone(&status),
+            Replication::default(),
+            ironroot_cluster::QuorumMode::Unsafe,
+        ));
+        let event = |kind| ClusterEvent {
+            at: ironroot_net::Instant::from_millis(1),
+            node: ironroot_cluster::NodeId(1),
+            kind,
+        };
+        for kind in [
+            EventKind::StateChanged {
+                from: Role::Promoting,
+                to: Role::Active,
+                reason: ironroot_cluster::Reason::Quorum,
+            },
+            EventKind::Dropped {
+                reason: DropReason::Forged,
+            },
+            EventKind::Dropped {
+                reason: DropReason::Forged,
+            },
+            EventKind::Dropped {
+                reason: DropReason::Replayed,
+            },
+            EventKind::PeerDead,
+        ] {
+            tx.send(event(kind)).await.expect("send");
+        }
+        drop(tx);
+        task.await.expect("recorder");
+        let status = status.lock().expect("status").clone();
+        assert_eq!(status.role, "active");
+        assert_eq!(status.failovers, 1);
+        assert_eq!(status.peer, "dead");
+        assert_eq!(status.heartbeats_dropped.get("forged"), Some(&2));
+        assert_eq!(status.heartbeats_dropped.get("replayed"), Some(&1));
+    }
 
     #[test]
     fn the_peer_is_outdated_only_once_proved_unable_to_be_active() {
