@@ -226,13 +226,25 @@ fn an_operator_resolves_a_split_brain_and_nothing_is_lost() -> Result<()> {
     result
 }
 
-fn scenario(pair: &Pair) -> Result<()> {
+/// Who did what in a split brain made by [`split`].
+struct Split {
+    /// Active before the partition (the other node was cut off and
+    /// promoted itself).
+    first: usize,
+    /// Active once the link is back.
+    active: usize,
+    standby: usize,
+}
+
+/// In-sync pair, then a partition in which both nodes write (`tag` names
+/// the trees they import), then the link back with one node active.
+fn split(pair: &Pair, tag: &str) -> Result<Split> {
     let first = wait_for("an active node", Duration::from_secs(30), || {
         (0..2).find(|i| pair.role(*i).as_deref() == Some("active"))
     })?;
     let other = 1 - first;
     pair.wait_role(other, "standby")?;
-    pair.import(first, "common")?;
+    pair.import(first, &format!("{tag}-common"))?;
     pair.wait_identical()?;
 
     // Partition: the standby is cut off, promotes itself (unsafe_unfenced)
@@ -243,8 +255,8 @@ fn scenario(pair: &Pair) -> Result<()> {
         let status = pair.status(first)?;
         (status["peer"]["state"] == "dead").then_some(())
     })?;
-    pair.import(first, "written-by-first")?;
-    pair.import(other, "written-by-other")?;
+    pair.import(first, &format!("{tag}-by-first"))?;
+    pair.import(other, &format!("{tag}-by-other"))?;
 
     // The link is back: one node steps down (dual active) and replication
     // finds divergent histories; the default policy waits for an operator.
@@ -257,6 +269,25 @@ fn scenario(pair: &Pair) -> Result<()> {
             _ => None,
         }
     })?;
+    for i in [active, standby] {
+        wait_for("split brain reported", Duration::from_secs(30), || {
+            let status = pair.status(i)?;
+            (status["replication"]["link"] == "split-brain").then_some(())
+        })?;
+    }
+    Ok(Split {
+        first,
+        active,
+        standby,
+    })
+}
+
+fn scenario(pair: &Pair) -> Result<()> {
+    let Split {
+        first,
+        active,
+        standby,
+    } = split(pair, "one")?;
     let status = wait_for("split brain reported", Duration::from_secs(30), || {
         let status = pair.status(standby)?;
         (status["replication"]["link"] == "split-brain").then_some(status)
@@ -328,9 +359,9 @@ fn scenario(pair: &Pair) -> Result<()> {
     );
     let log = messages(&pair.cli(standby, &["image", "log", "img"])?);
     let (winner_name, loser_name) = if active == first {
-        ("written-by-first", "written-by-other")
+        ("one-by-first", "one-by-other")
     } else {
-        ("written-by-other", "written-by-first")
+        ("one-by-other", "one-by-first")
     };
     assert!(contains(&log, pair.dir.path(), winner_name), "{log:?}");
     assert!(!contains(&log, pair.dir.path(), loser_name), "{log:?}");
@@ -384,5 +415,66 @@ fn scenario(pair: &Pair) -> Result<()> {
         "{log:?}"
     );
     pair.wait_identical()?;
+    Ok(())
+}
+
+#[test]
+fn the_active_node_keeps_its_changes_with_keep_local() -> Result<()> {
+    if !require(is_root(), "needs root (network namespaces)")? {
+        return Ok(());
+    }
+    let pair = Pair::start()?;
+    let result = keep_local(&pair);
+    if result.is_err() {
+        eprintln!("{}", pair.logs());
+    }
+    result
+}
+
+fn keep_local(pair: &Pair) -> Result<()> {
+    let Split {
+        first,
+        active,
+        standby,
+    } = split(pair, "two")?;
+    let resolved = pair.cli(active, &["split-brain", "resolve", "--keep-local"])?;
+    assert!(
+        resolved["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("resolved: this node's changes were kept")),
+        "{resolved}"
+    );
+    pair.wait_identical()?;
+    let status = pair.status(standby).context("standby status")?;
+    assert_eq!(status["store"]["branches_unpublished"], 1, "{status}");
+    assert_eq!(
+        status["replication"]["last_discard"]["branches_kept"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+    let log = messages(&pair.cli(standby, &["image", "log", "img"])?);
+    let kept = if active == first {
+        "two-by-first"
+    } else {
+        "two-by-other"
+    };
+    let lost = if active == first {
+        "two-by-other"
+    } else {
+        "two-by-first"
+    };
+    assert!(contains(&log, pair.dir.path(), kept), "{log:?}");
+    assert!(!contains(&log, pair.dir.path(), lost), "{log:?}");
+    // Nothing left to resolve: a second resolve is refused clearly.
+    let (again, value) = pair.run_cli(active, &["split-brain", "resolve", "--keep-local"])?;
+    assert!(!again.status.success());
+    assert!(
+        value["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no split brain to resolve")),
+        "{value}"
+    );
     Ok(())
 }
