@@ -86,7 +86,7 @@ enum ImageCommand {
     /// active node, as root.
     Shell {
         name: String,
-        /// Where the working copy goes (absolute; absent or empty). Default:
+        /// Where the working copy goes (absent or empty). Default:
         /// a new directory under the store directory's `work/`.
         #[arg(long)]
         workdir: Option<PathBuf>,
