@@ -81,11 +81,18 @@ pub struct Discarded {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ReplicationState {
     pub link: Link,
+    /// The divergence of the split brain waiting for an operator (or seen
+    /// at the last contact while a policy resolves it).
     pub divergence: Option<Divergence>,
+    /// A split brain (or a stale primary) waits for an operator. Kept
+    /// across the reconnects the primary keeps trying, until a connection
+    /// resyncs or this side discards its divergence.
+    pub unresolved: bool,
     pub resync: Option<(u64, u64)>,
     pub last_discard: Option<Discarded>,
     pub resyncs_total: u64,
     pub in_sync_total: u64,
+    /// Split brains detected (once each, not once per reconnect).
     pub split_brains_total: u64,
     pub discards_total: u64,
 }
@@ -93,32 +100,53 @@ pub struct ReplicationState {
 impl ReplicationState {
     /// Whether an operator has something to resolve.
     pub fn needs_resolution(&self) -> bool {
-        matches!(self.link, Link::SplitBrain | Link::PeerAhead)
-            || (self.divergence.is_some() && self.link != Link::Resyncing)
+        self.unresolved
     }
 
-    /// Fold one replication event in.
-    pub fn handle_event(&mut self, event: &Event) {
+    fn diverged(&mut self, divergence: Divergence, decided: bool) -> bool {
+        let new = !self.unresolved;
+        if new {
+            self.split_brains_total += 1;
+        }
+        self.divergence = Some(divergence);
+        if !decided {
+            self.unresolved = true;
+            self.link = Link::SplitBrain;
+        }
+        new
+    }
+
+    fn resolved(&mut self) {
+        self.unresolved = false;
+        self.divergence = None;
+    }
+
+    /// Fold one replication event in; true if it reports a divergence not
+    /// known before (worth a warning; the repeats of every reconnect are
+    /// not).
+    pub fn handle_event(&mut self, event: &Event) -> bool {
         match event {
             Event::Connected { .. } => {
-                self.link = Link::Connected;
-                self.divergence = None;
+                if !self.unresolved {
+                    self.link = Link::Connected;
+                }
             }
             Event::Disconnected | Event::PeerUnresponsive => {
-                if !matches!(self.link, Link::SplitBrain | Link::PeerAhead) {
+                if !self.unresolved {
                     self.link = Link::Disconnected;
                 }
             }
             Event::ResyncStarted {
                 from_seq, to_seq, ..
             } => {
+                self.resolved();
                 self.link = Link::Resyncing;
                 self.resync = Some((*from_seq, *to_seq));
                 self.resyncs_total += 1;
             }
             Event::InSync { .. } => {
+                self.resolved();
                 self.link = Link::InSync;
-                self.divergence = None;
                 self.resync = None;
                 self.in_sync_total += 1;
             }
@@ -128,50 +156,60 @@ impl ReplicationState {
                 peer_entries,
                 winner,
             } => {
-                self.split_brains_total += 1;
-                self.divergence = Some(Divergence {
+                let divergence = Divergence {
                     common_seq: *common_seq,
                     local_entries: *local_entries,
                     peer_entries: *peer_entries,
-                });
-                if *winner != Winner::Local {
-                    self.link = Link::SplitBrain;
-                }
+                };
+                return self.diverged(divergence, *winner == Winner::Local);
             }
             Event::Diverged {
                 common_seq,
                 local_entries,
                 peer_entries,
             } => {
+                // The primary decides; its refusal (below) says it waits
+                // for an operator.
+                let new = !self.unresolved && self.divergence.is_none();
                 self.divergence = Some(Divergence {
                     common_seq: *common_seq,
                     local_entries: *local_entries,
                     peer_entries: *peer_entries,
                 });
+                return new;
             }
             Event::PeerAhead {
                 peer_seq,
                 local_seq,
             } => {
-                self.link = Link::PeerAhead;
-                self.divergence = Some(Divergence {
+                let divergence = Divergence {
                     common_seq: *local_seq,
                     local_entries: 0,
                     peer_entries: peer_seq - local_seq,
-                });
-            }
-            Event::Refused { reason } => {
-                self.link = match reason {
-                    RefuseReason::SplitBrainUnresolved => Link::SplitBrain,
-                    RefuseReason::PeerAhead => Link::PeerAhead,
-                    _ => Link::Refused,
                 };
+                let new = self.diverged(divergence, false);
+                self.link = Link::PeerAhead;
+                return new;
             }
+            Event::Refused { reason } => match reason {
+                RefuseReason::SplitBrainUnresolved => {
+                    if !self.unresolved {
+                        self.split_brains_total += 1;
+                    }
+                    self.unresolved = true;
+                    self.link = Link::SplitBrain;
+                }
+                RefuseReason::PeerAhead => {
+                    self.unresolved = true;
+                    self.link = Link::PeerAhead;
+                }
+                _ => self.link = Link::Refused,
+            },
             Event::DiscardedDivergence {
                 common_seq,
                 branches,
             } => {
-                self.divergence = None;
+                self.resolved();
                 self.link = Link::Resyncing;
                 self.discards_total += 1;
                 self.last_discard = Some(Discarded {
@@ -185,6 +223,7 @@ impl ReplicationState {
             | Event::WriteFailed { .. }
             | Event::DiscardFailed => {}
         }
+        false
     }
 }
 
@@ -272,20 +311,24 @@ pub async fn track(
     state: SharedReplicationState,
 ) {
     while let Some(event) = events.recv().await {
+        let new = state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .handle_event(&event);
         match &event {
-            Event::SplitBrain { .. } | Event::Diverged { .. } | Event::PeerAhead { .. } => {
+            Event::SplitBrain { .. } | Event::Diverged { .. } | Event::PeerAhead { .. } if new => {
                 tracing::warn!(role, ?event, "replication: divergent histories");
             }
             Event::DiscardFailed => tracing::error!(
                 role,
                 "replication: discarding this node's divergent entries failed; still armed"
             ),
+            // Every reconnect while a split brain waits repeats these.
+            _ if state.lock().unwrap_or_else(|p| p.into_inner()).unresolved => {
+                tracing::debug!(role, ?event, "replication");
+            }
             _ => tracing::info!(role, ?event, "replication"),
         }
-        state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .handle_event(&event);
     }
 }
 
@@ -296,22 +339,24 @@ mod tests {
     #[test]
     fn a_split_brain_is_reported_until_resolved() {
         let mut state = ReplicationState::default();
-        for event in [
-            Event::Connected { peer_node: 2 },
-            Event::SplitBrain {
-                common_seq: 4,
-                local_entries: 2,
-                peer_entries: 1,
-                winner: Winner::Undecided,
-            },
-            Event::Refused {
+        let undecided = Event::SplitBrain {
+            common_seq: 4,
+            local_entries: 2,
+            peer_entries: 1,
+            winner: Winner::Undecided,
+        };
+        // The primary retries every reconnect delay: one detection, one
+        // warning, one count.
+        for round in 0..3 {
+            state.handle_event(&Event::Connected { peer_node: 2 });
+            assert_eq!(state.handle_event(&undecided), round == 0, "round {round}");
+            state.handle_event(&Event::Refused {
                 reason: RefuseReason::SplitBrainUnresolved,
-            },
-            Event::Disconnected,
-        ] {
-            state.handle_event(&event);
+            });
+            state.handle_event(&Event::Disconnected);
+            assert_eq!(state.link, Link::SplitBrain, "kept across reconnects");
         }
-        assert_eq!(state.link, Link::SplitBrain, "kept across the disconnect");
+        assert_eq!(state.split_brains_total, 1);
         assert!(state.needs_resolution());
         assert_eq!(state.divergence.map(|d| d.common_seq), Some(4));
         for event in [
@@ -335,7 +380,10 @@ mod tests {
         state.handle_event(&Event::InSync { seq: 6 });
         assert_eq!(state.link, Link::InSync);
         assert_eq!(state.divergence, None);
-        assert_eq!(state.split_brains_total, 2);
+        assert_eq!(
+            state.split_brains_total, 1,
+            "the same split brain, resolved"
+        );
     }
 
     #[test]
