@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use ironrootd::admin::{call, Request, Response};
 
+mod shell;
+
 #[derive(Parser)]
 #[command(
     name = "ironroot",
@@ -46,8 +48,8 @@ enum Command {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
-    /// Resolve a split brain: keep the named node's data (the other side's
-    /// generations are preserved as a branch).
+    /// Resolve a split brain: decide whose changes win; the loser's
+    /// generations are kept as branches and it resyncs from the winner.
     SplitBrain {
         #[command(subcommand)]
         command: SplitBrainCommand,
@@ -78,6 +80,27 @@ enum ImageCommand {
     Diff { name: String, from: u64, to: u64 },
     /// Make generation GEN of NAME active again (as a new generation).
     Rollback { name: String, generation: u64 },
+    /// Change NAME in a shell chrooted into a writable working copy of its
+    /// active generation; when the shell exits 0 the change becomes a new
+    /// generation (nothing is committed if nothing changed). Run it on the
+    /// active node, as root.
+    Shell {
+        name: String,
+        /// Where the working copy goes (absent or empty). Default:
+        /// a new directory under the store directory's `work/`.
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        /// Run this with `/bin/sh -c` in the chroot instead of an
+        /// interactive shell.
+        #[arg(long)]
+        command: Option<String>,
+        /// The new generation's message.
+        #[arg(long, default_value = "image shell")]
+        message: String,
+        /// Commit even if the shell or command exits non-zero.
+        #[arg(long)]
+        commit_on_failure: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -107,10 +130,18 @@ enum ClientCommand {
 
 #[derive(Subcommand)]
 enum SplitBrainCommand {
-    /// Keep NODE's data.
+    /// Resolve a split brain from this node (`ironroot status` says which
+    /// flag to use here).
+    #[command(group(clap::ArgGroup::new("side").required(true)))]
     Resolve {
-        #[arg(long)]
-        keep: String,
+        /// On the standby: give up this node's changes (kept as branches)
+        /// and resync from the active node.
+        #[arg(long, group = "side")]
+        discard_local: bool,
+        /// On the active node: keep this node's changes; the peer gives
+        /// up its own (kept as branches) and resyncs.
+        #[arg(long, group = "side")]
+        keep_local: bool,
     },
 }
 
@@ -174,8 +205,8 @@ fn request(command: Command) -> Result<Request, String> {
         Command::Switchover => Request::Switchover {},
         Command::Standby { state } => Request::Standby { on: state == "on" },
         Command::SplitBrain {
-            command: SplitBrainCommand::Resolve { keep },
-        } => Request::SplitBrainResolve { keep },
+            command: SplitBrainCommand::Resolve { keep_local, .. },
+        } => Request::SplitBrainResolve { keep_local },
         Command::Boot(BootCommand::ImportKernel {
             image,
             deb,
@@ -185,7 +216,9 @@ fn request(command: Command) -> Result<Request, String> {
             deb: deb.as_deref().map(absolute),
             from_image,
         },
-        Command::Completions { .. } => return Err("completions are printed locally".to_owned()),
+        Command::Completions { .. } | Command::Image(ImageCommand::Shell { .. }) => {
+            return Err("this command runs locally".to_owned())
+        }
     })
 }
 
@@ -241,6 +274,26 @@ fn main() -> ExitCode {
             &mut std::io::stdout(),
         );
         return ExitCode::SUCCESS;
+    }
+    if let Command::Image(ImageCommand::Shell {
+        name,
+        workdir,
+        command,
+        message,
+        commit_on_failure,
+    }) = cli.command
+    {
+        let options = shell::Options {
+            socket: cli.socket,
+            json: cli.json,
+            wait: Duration::from_secs(cli.timeout_secs),
+            name,
+            workdir: workdir.as_deref().map(absolute),
+            command,
+            message,
+            commit_on_failure,
+        };
+        return shell::run(&options);
     }
     let request = match request(cli.command) {
         Ok(request) => request,
@@ -337,6 +390,28 @@ mod tests {
                 from_image: true
             }
         );
+        let cli = Cli::parse_from(["ironroot", "split-brain", "resolve", "--discard-local"]);
+        assert_eq!(
+            request(cli.command).expect("request"),
+            Request::SplitBrainResolve { keep_local: false }
+        );
+        let cli = Cli::parse_from(["ironroot", "split-brain", "resolve", "--keep-local"]);
+        assert_eq!(
+            request(cli.command).expect("request"),
+            Request::SplitBrainResolve { keep_local: true }
+        );
+        for args in [
+            &["ironroot", "split-brain", "resolve"][..],
+            &[
+                "ironroot",
+                "split-brain",
+                "resolve",
+                "--keep-local",
+                "--discard-local",
+            ][..],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
         assert!(Cli::try_parse_from([
             "ironroot",
             "boot",

@@ -45,6 +45,19 @@ pub enum Request {
         generation: u64,
     },
     ImageList {},
+    /// `image shell`, first half: a working copy of NAME's active
+    /// generation, in `workdir` or under the store directory.
+    ImageShellBegin {
+        name: String,
+        workdir: Option<String>,
+    },
+    /// `image shell`, second half: commit the working copy (unless
+    /// unchanged) or discard it.
+    ImageShellEnd {
+        workdir: String,
+        commit: bool,
+        message: String,
+    },
     ClientAdd {
         name: String,
         mac: String,
@@ -64,8 +77,11 @@ pub enum Request {
     Standby {
         on: bool,
     },
+    /// `keep_local`: this node's history wins (run on the active node);
+    /// otherwise this node's divergent entries are discarded, their
+    /// generations kept as branches (run on the standby).
     SplitBrainResolve {
-        keep: String,
+        keep_local: bool,
     },
     BootImportKernel {
         image: String,
@@ -87,6 +103,8 @@ impl Request {
                 | Request::ClientException { .. }
                 | Request::Switchover {}
                 | Request::BootImportKernel { .. }
+                | Request::ImageShellBegin { .. }
+                | Request::ImageShellEnd { .. }
         )
     }
 }

@@ -106,6 +106,23 @@ impl Default for MetricsSection {
 pub struct LogSection {
     /// One JSON object per line instead of text.
     pub json: bool,
+    /// A `tracing` filter (`info`, `debug`, `info,ironroot_dhcp=debug`);
+    /// the environment variable `IRONROOT_LOG` overrides it. Reloaded on
+    /// SIGHUP.
+    pub level: Option<String>,
+}
+
+impl LogSection {
+    /// The filter directive to run with (`info` when unset).
+    pub fn filter(&self) -> &str {
+        self.level.as_deref().unwrap_or("info")
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        tracing_subscriber::EnvFilter::try_new(self.filter())
+            .map(|_| ())
+            .map_err(|e| format!("{:?}: {e}", self.filter()))
+    }
 }
 
 /// Why the configuration was refused: the file, the key path and the reason.
@@ -213,6 +230,9 @@ impl IronrootFile {
         }
         let handle_key = read_key(&self.nfs.handle_key_file)
             .map_err(|message| invalid("nfs.handle_key_file", message))?;
+        self.log
+            .validate()
+            .map_err(|message| invalid("log.level", message))?;
         Ok(NodeSettings {
             name: name.to_owned(),
             cluster,
@@ -237,6 +257,13 @@ impl IronrootFile {
                 file: file.to_owned(),
                 path: format!("cluster.{}", e.path),
                 message: e.problem.to_string(),
+            })?;
+        self.log
+            .validate()
+            .map_err(|message| ConfigError::Invalid {
+                file: file.to_owned(),
+                path: "log.level".to_owned(),
+                message,
             })?;
         Ok(WitnessSettings {
             witness,

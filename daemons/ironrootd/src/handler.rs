@@ -16,11 +16,15 @@ use crate::node::NodeState;
 /// The node's admin handler.
 pub struct Handler {
     state: NodeState,
+    checkouts: crate::shell::Checkouts,
 }
 
 impl Handler {
     pub fn new(state: NodeState) -> Arc<Handler> {
-        Arc::new(Handler { state })
+        Arc::new(Handler {
+            state,
+            checkouts: crate::shell::Checkouts::default(),
+        })
     }
 }
 
@@ -38,7 +42,7 @@ fn parse_mac(text: &str) -> Result<[u8; 6], String> {
     Ok(mac)
 }
 
-fn now_timestamp() -> Timestamp {
+pub(crate) fn now_timestamp() -> Timestamp {
     // The admin API runs only in production, on the node's real clock.
     #[allow(clippy::disallowed_methods)]
     let now = std::time::SystemTime::now();
@@ -72,6 +76,17 @@ impl crate::admin::Handler for Handler {
                 Admin::Standby(on),
                 if on { "standby on" } else { "standby off" },
             ),
+            Request::ImageShellBegin { name, workdir } => {
+                crate::shell::begin(&self.state, &self.checkouts, name, workdir).await
+            }
+            Request::ImageShellEnd {
+                workdir,
+                commit,
+                message,
+            } => crate::shell::end(&self.state, &self.checkouts, workdir, commit, message).await,
+            Request::SplitBrainResolve { keep_local } => {
+                crate::resolve::resolve(&self.state, keep_local).await
+            }
             other => self.store_request(other).await,
         }
     }
@@ -91,6 +106,7 @@ impl Handler {
 
     fn status(&self) -> Response {
         let status = self.state.status();
+        let replication = crate::resolve::replication_status(&self.state, &status.role);
         let store = self.state.store.lock().unwrap_or_else(|p| p.into_inner());
         let state = store.state();
         let images: Vec<_> = state
@@ -101,14 +117,27 @@ impl Handler {
                     .map(|image| json!({ "image": image, "generation": generation }))
             })
             .collect();
+        let branches: Vec<_> = state
+            .refs
+            .iter()
+            .filter(|(name, _)| name.starts_with("branch/"))
+            .map(|(name, generation)| json!({ "branch": name, "generation": generation }))
+            .collect();
         Response::ok(json!({
             "node": status.node,
             "role": status.role,
             "peer": { "name": self.peer_name(), "state": status.peer },
             "vip": status.vip,
             "failovers": status.failovers,
-            "store": { "last_seq": state.last_seq(), "epoch": format!("{:?}", store.epoch()), "content_hash": hex(&state.content_hash()) },
+            "store": {
+                "last_seq": state.last_seq(),
+                "epoch": format!("{:?}", store.epoch()),
+                "content_hash": hex(&state.content_hash()),
+                "branches_unpublished": store.branches().len(),
+            },
+            "replication": replication,
             "images": images,
+            "branches": branches,
             "clients": state.clients.len(),
         }))
     }
@@ -379,6 +408,16 @@ pub fn samples(state: &NodeState) -> Vec<Sample> {
         "Times this node became active.",
         status.failovers,
     ));
+    for reason in crate::node::DROP_REASONS {
+        samples.push(
+            Sample::counter(
+                "ironroot_heartbeats_dropped_total",
+                "Heartbeat packets dropped, by reason (forged = failed its HMAC).",
+                status.heartbeats_dropped.get(reason).copied().unwrap_or(0),
+            )
+            .label("reason", reason),
+        );
+    }
     let store = state.store.lock().unwrap_or_else(|p| p.into_inner());
     samples.push(Sample::gauge(
         "ironroot_store_last_seq",
@@ -386,6 +425,17 @@ pub fn samples(state: &NodeState) -> Vec<Sample> {
         store.state().last_seq() as f64,
     ));
     samples.extend((state.counters)());
+    // Replication: link, lag, resync progress, split brains.
+    samples.extend(crate::replstatus::samples(
+        &state.replication.state(),
+        state.replication.primary().map(|p| p.report()),
+        store.state().last_seq(),
+    ));
+    samples.push(Sample::gauge(
+        "ironroot_store_branches_unpublished",
+        "Generations kept from a lost split brain, published when this node is next active.",
+        store.branches().len() as f64,
+    ));
     samples.push(Sample::gauge(
         "ironroot_clients",
         "Clients in the registry.",

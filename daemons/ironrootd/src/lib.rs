@@ -14,7 +14,11 @@ pub mod diff;
 pub mod handler;
 pub mod metrics;
 pub mod node;
+pub mod reload;
+pub mod replstatus;
+pub mod resolve;
 pub mod services;
+pub mod shell;
 pub mod storefs;
 pub mod witness;
 

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use ironrootd::config::IronrootFile;
+use ironrootd::config::{ConfigError, IronrootFile, LogSection};
+use ironrootd::reload::{LogControl, Reloader};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Role {
@@ -40,30 +41,65 @@ fn host_name() -> String {
         .unwrap_or_default()
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("IRONROOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Install the subscriber; the returned control swaps its filter (SIGHUP).
+/// `IRONROOT_LOG` wins over the file's `log.level`: the flag says so.
+fn init_logging(log: &LogSection) -> (LogControl, bool) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, reload, EnvFilter, Layer};
+    let from_env = EnvFilter::try_from_env("IRONROOT_LOG").ok();
+    let env_filter = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| {
+        EnvFilter::try_new(log.filter()).unwrap_or_else(|_| EnvFilter::new("info"))
+    });
+    let (filter, handle) = reload::Layer::new(filter);
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if json {
-        builder.json().init();
+    let ansi = std::io::stderr().is_terminal();
+    let output = if log.json {
+        fmt::layer().with_writer(std::io::stderr).json().boxed()
     } else {
-        builder.without_time().init();
-    }
+        fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .without_time()
+            .boxed()
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .init();
+    let control: LogControl = Box::new(move |directive: &str| {
+        let filter = EnvFilter::try_new(directive).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    });
+    (control, env_filter)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let display = args.config.display().to_string();
-    let file = match IronrootFile::load(&args.config) {
+    let text = match std::fs::read_to_string(&args.config) {
+        Ok(text) => text,
+        Err(source) => {
+            let error = ConfigError::Read {
+                file: display.clone(),
+                source,
+            };
+            eprintln!("ironrootd: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let file = match IronrootFile::parse(&text, &display) {
         Ok(file) => file,
         Err(error) => {
             eprintln!("ironrootd: {error}");
             return ExitCode::from(2);
         }
+    };
+    let reloader = |node: Option<String>, log: &LogSection| {
+        let (control, env_filter) = init_logging(log);
+        Reloader::new(&args.config, node, &text, control, env_filter)
+            .map_err(|e| anyhow::anyhow!(e))
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -80,20 +116,17 @@ fn main() -> ExitCode {
         Role::Witness => match file.witness(&display) {
             Err(error) => Err(anyhow::Error::new(error)),
             Ok(_) if args.check => Ok(()),
-            Ok(settings) => {
-                init_logging(settings.log.json);
-                runtime.block_on(ironrootd::witness::run(settings))
-            }
+            Ok(settings) => reloader(None, &settings.log)
+                .and_then(|reloader| runtime.block_on(ironrootd::witness::run(settings, reloader))),
         },
         Role::Node => {
             let name = args.node.unwrap_or_else(host_name);
             match file.node(&name, &display) {
                 Err(error) => Err(anyhow::Error::new(error)),
                 Ok(_) if args.check => Ok(()),
-                Ok(settings) => {
-                    init_logging(settings.log.json);
-                    runtime.block_on(ironrootd::node::run(settings))
-                }
+                Ok(settings) => reloader(Some(name.clone()), &settings.log).and_then(|reloader| {
+                    runtime.block_on(ironrootd::node::run(settings, reloader))
+                }),
             }
         }
     };

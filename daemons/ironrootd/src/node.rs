@@ -5,6 +5,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use ironroot_cluster::{Admin, ClusterEvent, EventKind, FileIncarnationStore, Role};
@@ -27,6 +28,34 @@ pub struct NodeStatus {
     pub vip: String,
     pub peer: String,
     pub failovers: u64,
+    /// Heartbeat packets dropped, by reason (forged, replayed, ...).
+    pub heartbeats_dropped: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// Every reason a heartbeat packet is dropped, as a metrics label.
+pub const DROP_REASONS: [&str; 8] = [
+    "malformed",
+    "forged",
+    "wrong_cluster",
+    "wrong_sender",
+    "replayed",
+    "stale",
+    "unknown_link",
+    "unexpected_reply",
+];
+
+fn drop_reason(reason: ironroot_cluster::node::DropReason) -> &'static str {
+    use ironroot_cluster::node::DropReason;
+    match reason {
+        DropReason::Malformed => "malformed",
+        DropReason::Forged => "forged",
+        DropReason::WrongCluster => "wrong_cluster",
+        DropReason::WrongSender => "wrong_sender",
+        DropReason::Replayed => "replayed",
+        DropReason::Stale => "stale",
+        DropReason::UnknownLink => "unknown_link",
+        DropReason::UnexpectedReply => "unexpected_reply",
+    }
 }
 
 /// Shared between the cluster event recorder, the admin API and metrics.
@@ -73,9 +102,37 @@ impl Registry for StoreRegistry {
     }
 }
 
+/// Bytes the store directory must take at start (written, synced and
+/// removed): a full disk is refused before anything starts, instead of
+/// failing the first replicated write.
+pub const STORE_PROBE_BYTES: usize = 1 << 20;
+
+/// Write, sync and remove [`STORE_PROBE_BYTES`] in `dir`.
+pub fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let path = dir.join(".ironrootd-probe");
+    let written = std::fs::File::create(&path).and_then(|mut file| {
+        file.write_all(&vec![0u8; STORE_PROBE_BYTES])?;
+        file.sync_all()
+    });
+    let removed = std::fs::remove_file(&path);
+    written?;
+    removed.or_else(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Ok(()),
+        _ => Err(e),
+    })
+}
+
 fn open_store(settings: &NodeSettings) -> anyhow::Result<SharedStore> {
     std::fs::create_dir_all(&settings.store.dir)
         .with_context(|| format!("store.dir {}", settings.store.dir.display()))?;
+    probe_writable(&settings.store.dir).with_context(|| {
+        format!(
+            "store.dir {}: cannot write {} MiB",
+            settings.store.dir.display(),
+            STORE_PROBE_BYTES >> 20
+        )
+    })?;
     let storage = FsStorage::open(&settings.store.dir).with_context(|| {
         format!(
             "store.dir {}: cannot open the store",
@@ -197,22 +254,106 @@ fn dhcp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore)
     )
 }
 
-/// Keep the status the admin API reports up to date from cluster events.
-async fn record_events(mut events: mpsc::Receiver<ClusterEvent>, status: Arc<Mutex<NodeStatus>>) {
+/// Keep the status the admin API reports up to date from cluster events,
+/// and record the peer Outdated in the store's replication once the
+/// cluster proved it cannot be active (see [`PeerOutdating`]).
+async fn record_events(
+    mut events: mpsc::Receiver<ClusterEvent>,
+    status: Arc<Mutex<NodeStatus>>,
+    replication: Replication,
+    quorum: ironroot_cluster::QuorumMode,
+) {
+    let mut outdating = PeerOutdating::new(&quorum);
     while let Some(event) = events.recv().await {
-        let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
-        match &event.kind {
-            EventKind::StateChanged { to, .. } => {
-                if *to == Role::Active && status.role != "active" {
-                    status.failovers += 1;
+        let active = {
+            let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
+            match &event.kind {
+                EventKind::StateChanged { to, .. } => {
+                    if *to == Role::Active && status.role != "active" {
+                        status.failovers += 1;
+                    }
+                    status.role = role_name(*to).to_owned();
                 }
-                status.role = role_name(*to).to_owned();
+                EventKind::PeerAlive { .. } => status.peer = "alive".to_owned(),
+                EventKind::PeerWarn { .. } => status.peer = "late".to_owned(),
+                EventKind::PeerDead => status.peer = "dead".to_owned(),
+                EventKind::Dropped { reason } => {
+                    *status
+                        .heartbeats_dropped
+                        .entry(drop_reason(*reason))
+                        .or_default() += 1;
+                }
+                _ => {}
             }
-            EventKind::PeerAlive { .. } => status.peer = "alive".to_owned(),
-            EventKind::PeerWarn { .. } => status.peer = "late".to_owned(),
-            EventKind::PeerDead => status.peer = "dead".to_owned(),
+            status.role == "active"
+        };
+        if outdating.handle_event(event.at, &event.kind, active) {
+            if let Some(primary) = replication.primary() {
+                tracing::warn!("peer is down: recorded Outdated, writes go on degraded");
+                tokio::spawn(async move { primary.peer_outdated().await });
+            }
+        }
+    }
+}
+
+/// When an active node's peer dies, its pending and later writes wait for
+/// the peer until the peer is known unable to be active: the witness
+/// granted this node a lease it requested after the peer was declared dead
+/// (such a grant marks the peer Outdated on the witness first), a fence
+/// succeeded, or the cluster runs `unsafe_unfenced` (nothing to prove).
+struct PeerOutdating {
+    unsafe_unfenced: bool,
+    /// The witness's full lease: a grant ending at `until` was requested
+    /// no earlier than `until - lease`.
+    lease: Option<Duration>,
+    peer_dead_at: Option<ironroot_net::Instant>,
+    proved: bool,
+    sent: bool,
+}
+
+impl PeerOutdating {
+    fn new(quorum: &ironroot_cluster::QuorumMode) -> PeerOutdating {
+        use ironroot_cluster::QuorumMode;
+        PeerOutdating {
+            unsafe_unfenced: matches!(quorum, QuorumMode::Unsafe),
+            lease: match quorum {
+                QuorumMode::Witness { lease, .. } => Some(*lease),
+                _ => None,
+            },
+            peer_dead_at: None,
+            proved: false,
+            sent: false,
+        }
+    }
+
+    /// True when the peer should now be recorded Outdated.
+    fn handle_event(&mut self, at: ironroot_net::Instant, kind: &EventKind, active: bool) -> bool {
+        match kind {
+            EventKind::PeerDead => {
+                self.peer_dead_at = Some(at);
+                self.proved = self.unsafe_unfenced;
+            }
+            EventKind::PeerAlive { .. } => {
+                self.peer_dead_at = None;
+                self.proved = false;
+                self.sent = false;
+            }
+            EventKind::LeaseGranted { until } => {
+                if let (Some(dead_at), Some(lease)) = (self.peer_dead_at, self.lease) {
+                    self.proved |= *until >= dead_at + lease;
+                }
+            }
+            EventKind::FenceResult { ok: true } if self.peer_dead_at.is_some() => {
+                self.proved = true;
+            }
+            EventKind::StateChanged { to, .. } if *to != Role::Active => self.sent = false,
             _ => {}
         }
+        if self.peer_dead_at.is_some() && self.proved && active && !self.sent {
+            self.sent = true;
+            return true;
+        }
+        false
     }
 }
 
@@ -229,7 +370,9 @@ pub fn role_name(role: Role) -> &'static str {
 }
 
 /// Run the node role until SIGTERM or a fatal error.
-pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
+pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> anyhow::Result<()> {
+    // SIGHUP reloads what can be reloaded (and would otherwise end us).
+    tokio::spawn(crate::reload::serve_sighup(reloader));
     let rt = TokioRuntime::new().context("seeding the runtime")?;
     // Bind before touching the store: a port in use fails the start with
     // nothing created.
@@ -266,6 +409,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         vip: settings.cluster.vip.addr.to_string(),
         peer: "unknown".to_owned(),
         failovers: 0,
+        heartbeats_dropped: std::collections::BTreeMap::new(),
     }));
     let peer_alive: Arc<dyn Fn() -> bool + Send + Sync> = {
         let status = Arc::clone(&status);
@@ -291,7 +435,12 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     ];
     let (events_tx, events_rx) = mpsc::channel(1024);
     let (admin_tx, admin_rx) = mpsc::channel(8);
-    tokio::spawn(record_events(events_rx, Arc::clone(&status)));
+    tokio::spawn(record_events(
+        events_rx,
+        Arc::clone(&status),
+        replication.clone(),
+        settings.cluster.quorum.clone(),
+    ));
     let settings = Arc::new(settings);
     let state = NodeState {
         status,
@@ -430,4 +579,107 @@ fn service_samples(nfs: &NfsServer, tftp: &TftpServer) -> Vec<crate::metrics::Sa
         );
     }
     samples
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn cluster_events_update_the_status_and_count_dropped_heartbeats() {
+        use ironroot_cluster::node::DropReason;
+        let status = Arc::new(Mutex::new(NodeStatus::default()));
+        let (tx, rx) = mpsc::channel(16);
+        let task = tokio::spawn(record_events(
+            rx,
+            Arc::clone(&status),
+            Replication::default(),
+            ironroot_cluster::QuorumMode::Unsafe,
+        ));
+        let event = |kind| ClusterEvent {
+            at: ironroot_net::Instant::from_millis(1),
+            node: ironroot_cluster::NodeId(1),
+            kind,
+        };
+        for kind in [
+            EventKind::StateChanged {
+                from: Role::Promoting,
+                to: Role::Active,
+                reason: ironroot_cluster::Reason::Quorum,
+            },
+            EventKind::Dropped {
+                reason: DropReason::Forged,
+            },
+            EventKind::Dropped {
+                reason: DropReason::Forged,
+            },
+            EventKind::Dropped {
+                reason: DropReason::Replayed,
+            },
+            EventKind::PeerDead,
+        ] {
+            tx.send(event(kind)).await.expect("send");
+        }
+        drop(tx);
+        task.await.expect("recorder");
+        let status = status.lock().expect("status").clone();
+        assert_eq!(status.role, "active");
+        assert_eq!(status.failovers, 1);
+        assert_eq!(status.peer, "dead");
+        assert_eq!(status.heartbeats_dropped.get("forged"), Some(&2));
+        assert_eq!(status.heartbeats_dropped.get("replayed"), Some(&1));
+    }
+
+    #[test]
+    fn the_peer_is_outdated_only_once_proved_unable_to_be_active() {
+        use ironroot_cluster::QuorumMode;
+        use ironroot_net::Instant;
+        use std::time::Duration;
+        let at = Instant::from_millis;
+        let mut witness = PeerOutdating::new(&QuorumMode::Witness {
+            addr: "192.0.2.3:695".parse().expect("addr"),
+            lease: Duration::from_millis(1_500),
+        });
+        assert!(!witness.handle_event(at(10_000), &EventKind::PeerDead, true));
+        let grant = |until| EventKind::LeaseGranted { until: at(until) };
+        assert!(
+            !witness.handle_event(at(10_050), &grant(11_400), true),
+            "requested before the peer was declared dead"
+        );
+        assert!(
+            witness.handle_event(at(10_150), &grant(11_500), true),
+            "requested once the peer was dead: the witness outdated it"
+        );
+        assert!(
+            !witness.handle_event(at(10_250), &grant(11_600), true),
+            "once"
+        );
+        let alive = EventKind::PeerAlive {
+            incarnation: 2,
+            restarted: true,
+        };
+        assert!(!witness.handle_event(at(11_000), &alive, true));
+        assert!(
+            !witness.handle_event(at(11_100), &grant(12_600), true),
+            "the peer is back"
+        );
+
+        let mut fencing = PeerOutdating::new(&QuorumMode::Unsafe);
+        fencing.unsafe_unfenced = false;
+        assert!(!fencing.handle_event(at(1), &EventKind::PeerDead, true));
+        assert!(!fencing.handle_event(at(2), &EventKind::FenceResult { ok: false }, true));
+        assert!(fencing.handle_event(at(3), &EventKind::FenceResult { ok: true }, true));
+
+        let mut unfenced = PeerOutdating::new(&QuorumMode::Unsafe);
+        assert!(
+            !unfenced.handle_event(at(1), &EventKind::PeerDead, false),
+            "standby"
+        );
+        let promoted = EventKind::StateChanged {
+            from: Role::Promoting,
+            to: Role::Active,
+            reason: ironroot_cluster::Reason::Quorum,
+        };
+        assert!(unfenced.handle_event(at(2), &promoted, true));
+    }
 }

@@ -10,10 +10,11 @@ use ironroot_net::resource::BoxFuture;
 use ironroot_net::tokio_backend::TokioRuntime;
 use ironroot_net::{Health, Resource, ResourceError, Runtime};
 use ironroot_store::replication::driver::{
-    run_secondary, spawn_primary, DriverConfig, PrimaryHandle,
+    run_secondary_controlled, spawn_primary, DriverConfig, PrimaryHandle, SecondaryControl,
 };
 use ironroot_store::replication::{ReplicationConfig, ReplicationPrimary, ReplicationSecondary};
 
+use crate::replstatus::SharedReplicationState;
 use crate::storefs::SharedStore;
 
 /// Binds, then returns the future that serves until it fails.
@@ -89,17 +90,19 @@ impl Resource for Service {
     }
 }
 
-/// The running replication role of this node's store.
+/// The running replication role of this node's store, and what its
+/// events told so far.
 #[derive(Clone, Default)]
 pub struct Replication {
     inner: Arc<Mutex<ReplicationRole>>,
+    state: SharedReplicationState,
 }
 
 #[derive(Default)]
 enum ReplicationRole {
     #[default]
     Stopped,
-    Secondary(tokio::task::JoinHandle<()>),
+    Secondary(tokio::task::JoinHandle<()>, SecondaryControl),
     Primary(PrimaryHandle),
 }
 
@@ -112,13 +115,32 @@ impl Replication {
         }
     }
 
+    /// The operator's control of the secondary while this node is one.
+    pub fn secondary(&self) -> Option<SecondaryControl> {
+        match &*self.inner.lock().unwrap_or_else(|p| p.into_inner()) {
+            ReplicationRole::Secondary(_, control) => Some(control.clone()),
+            _ => None,
+        }
+    }
+
+    /// What the replication events told so far.
+    pub fn state(&self) -> crate::replstatus::ReplicationState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn set(&self, role: ReplicationRole) {
         let old = std::mem::replace(
             &mut *self.inner.lock().unwrap_or_else(|p| p.into_inner()),
             role,
         );
-        if let ReplicationRole::Secondary(task) = old {
+        if let ReplicationRole::Secondary(task, _) = old {
             task.abort();
+        }
+        // An aborted driver reports nothing more; a divergence stays known
+        // until a connection shows otherwise.
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !state.needs_resolution() {
+            state.link = crate::replstatus::Link::Disconnected;
         }
         // A dropped PrimaryHandle ends its driver.
     }
@@ -155,24 +177,39 @@ pub fn serve_secondary(
 ) {
     let machine = ReplicationSecondary::new(ReplicationConfig::new(settings.node_id));
     let (events_tx, events) = tokio::sync::mpsc::channel(1024);
-    tokio::spawn(log_replication_events("secondary", events));
-    let task = tokio::spawn(run_secondary(
+    tokio::spawn(crate::replstatus::track(
+        "secondary",
+        events,
+        Arc::clone(&replication.state),
+    ));
+    let control = SecondaryControl::default();
+    let task = tokio::spawn(run_secondary_controlled(
         rt.clone(),
         Arc::clone(store),
         machine,
         listener,
         DriverConfig::default(),
         events_tx,
+        control.clone(),
     ));
-    replication.set(ReplicationRole::Secondary(task));
+    replication.set(ReplicationRole::Secondary(task, control));
 }
 
-async fn log_replication_events(
-    role: &'static str,
-    mut events: tokio::sync::mpsc::Receiver<ironroot_store::replication::Event>,
-) {
-    while let Some(event) = events.recv().await {
-        tracing::info!(role, ?event, "replication");
+/// Generations this node gave up in a split brain become replicated
+/// `branch/<image>/<seq>` refs once it is primary: the peer learns them in
+/// the resync that follows, so both replicas hold them.
+fn publish_branches(store: &mut ironroot_store::store::Store) {
+    if store.branches().is_empty() {
+        return;
+    }
+    match store.publish_branches() {
+        Ok(records) => tracing::info!(
+            published = records.len(),
+            "generations kept from a split brain published as branches"
+        ),
+        Err(error) => {
+            tracing::error!(%error, "publishing kept branches failed; retried at the next promotion")
+        }
     }
 }
 
@@ -220,7 +257,9 @@ impl Resource for StoreResource {
             self.replication.set(ReplicationRole::Stopped);
             let epoch = {
                 let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-                store.promote(self.settings.node_id, 0)
+                let epoch = store.promote(self.settings.node_id, 0);
+                publish_branches(&mut store);
+                epoch
             };
             tracing::info!(?epoch, "store promoted");
             let machine = ReplicationPrimary::new(ReplicationConfig::new(self.settings.node_id));
@@ -231,7 +270,11 @@ impl Resource for StoreResource {
                 self.settings.peer,
                 DriverConfig::default(),
             );
-            tokio::spawn(log_replication_events("primary", events));
+            tokio::spawn(crate::replstatus::track(
+                "primary",
+                events,
+                Arc::clone(&self.replication.state),
+            ));
             if !(self.peer_alive)() {
                 handle
                     .peer_outdated()

@@ -7,7 +7,11 @@ use ironroot_net::tokio_backend::TokioRuntime;
 use crate::config::WitnessSettings;
 
 /// Run the witness until SIGTERM or a fatal error.
-pub async fn run(settings: WitnessSettings) -> anyhow::Result<()> {
+pub async fn run(
+    settings: WitnessSettings,
+    reloader: crate::reload::Reloader,
+) -> anyhow::Result<()> {
+    tokio::spawn(crate::reload::serve_sighup(reloader));
     std::fs::create_dir_all(&settings.state_dir)
         .with_context(|| format!("store.dir {}", settings.state_dir.display()))?;
     let rt = TokioRuntime::new().context("seeding the runtime")?;

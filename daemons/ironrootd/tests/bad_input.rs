@@ -97,3 +97,65 @@ fn a_port_in_use_names_the_port() {
         "the admin API never started"
     );
 }
+
+/// Whether this process runs as root (mounting needs it).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
+    })
+}
+
+#[test]
+fn a_store_directory_on_a_full_disk_is_refused_before_anything_starts() {
+    if !is_root() {
+        assert!(
+            std::env::var("IRONROOT_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "needs root to mount a tmpfs (IRONROOT_REQUIRE_PEERS=1)"
+        );
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("handle.key"), "00".repeat(32)).expect("key");
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).expect("store dir");
+    let path = dir.path().join("ironroot.toml");
+    std::fs::write(&path, config(dir.path(), 17792)).expect("write config");
+    // A 512 KiB tmpfs filled to the last block, in a private mount
+    // namespace: it disappears with the process, nothing to clean up.
+    // Bounded: a daemon that started anyway is killed after 30 s.
+    let script = format!(
+        "mount -t tmpfs -o size=512k tmpfs {store} && \
+         (dd if=/dev/zero of={store}/fill bs=4k 2>/dev/null; true) && \
+         exec timeout 30 {daemon} --config {config} --node a",
+        store = store.display(),
+        daemon = env!("CARGO_BIN_EXE_ironrootd"),
+        config = path.display(),
+    );
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0), "{stderr}");
+    let line = one_line(&stderr);
+    assert!(
+        line.starts_with(&format!(
+            "ironrootd: store.dir {}: cannot write 1 MiB",
+            store.display()
+        )) && line.contains("No space left on device"),
+        "{line}"
+    );
+    assert!(
+        !dir.path().join("admin.sock").exists(),
+        "the admin API never started"
+    );
+    assert_eq!(
+        std::fs::read_dir(&store).expect("store dir").count(),
+        0,
+        "the tmpfs was private to the daemon's mount namespace"
+    );
+}

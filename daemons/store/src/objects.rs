@@ -145,6 +145,13 @@ impl ObjectStore {
         self.index.get(id).map(|loc| loc.kind)
     }
 
+    /// Bytes of a stored object's content, from the index alone.
+    pub fn stored_len(&self, id: &ObjectId) -> Option<u64> {
+        self.index
+            .get(id)
+            .map(|loc| (loc.record_len as usize).saturating_sub(record::HEADER_LEN + 32) as u64)
+    }
+
     pub fn len(&self) -> usize {
         self.index.len()
     }

@@ -12,7 +12,7 @@ use ironroot_net::{Runtime, TcpListener};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Event, ReplicationPrimary, ReplicationSecondary};
+use super::{Event, Progress, ReplicationPrimary, ReplicationSecondary};
 use crate::journal::Record;
 use crate::store::{Store, StoreError};
 
@@ -65,15 +65,39 @@ type WriteFn = Box<dyn FnOnce(&mut Store) -> Result<Record, StoreError> + Send>;
 enum Command {
     Write(WriteFn, oneshot::Sender<Result<u64, WriteError>>),
     PeerOutdated,
+    KeepLocal,
+}
+
+/// What a primary driver reports of its machine, for status and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrimaryReport {
+    pub progress: Progress,
+    /// An operator's `keep-local` resolution waits for the next connection.
+    pub keep_local_pending: bool,
 }
 
 /// The owner's side of a running primary driver.
 #[derive(Clone)]
 pub struct PrimaryHandle {
     commands: mpsc::Sender<Command>,
+    report: Arc<Mutex<PrimaryReport>>,
 }
 
 impl PrimaryHandle {
+    /// The machine's progress as of its last step.
+    pub fn report(&self) -> PrimaryReport {
+        *self.report.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolve the next divergence in this side's favour (see
+    /// [`ReplicationPrimary::resolve_keep_local`]).
+    pub async fn keep_local(&self) -> Result<(), WriteError> {
+        self.commands
+            .send(Command::KeepLocal)
+            .await
+            .map_err(|_| WriteError::DriverGone)
+    }
+
     /// Run `write` on the store and wait until the peer holds the entry
     /// (or the peer was recorded Outdated and the policy accepts that).
     pub async fn write(
@@ -107,7 +131,9 @@ pub fn spawn_primary<R: Runtime>(
 ) -> (PrimaryHandle, mpsc::Receiver<Event>) {
     let (commands_tx, commands) = mpsc::channel(config.commands_max);
     let (events_tx, events) = mpsc::channel(config.events_max);
+    let report = Arc::new(Mutex::new(PrimaryReport::default()));
     let mut driver = PrimaryDriver {
+        report: Arc::clone(&report),
         rt,
         store,
         machine,
@@ -121,6 +147,7 @@ pub fn spawn_primary<R: Runtime>(
     (
         PrimaryHandle {
             commands: commands_tx,
+            report,
         },
         events,
     )
@@ -135,6 +162,7 @@ struct PrimaryDriver<R: Runtime> {
     waiting: BTreeMap<u64, oneshot::Sender<Result<u64, WriteError>>>,
     config: DriverConfig,
     events_dropped: u64,
+    report: Arc<Mutex<PrimaryReport>>,
 }
 
 impl<R: Runtime> PrimaryDriver<R> {
@@ -150,6 +178,9 @@ impl<R: Runtime> PrimaryDriver<R> {
                     let alive = self.connected(read, write).await;
                     self.machine.handle_disconnected(self.rt.now());
                     self.drain_events();
+                    if self.events.try_send(Event::Disconnected).is_err() {
+                        self.events_dropped += 1;
+                    }
                     if !alive {
                         return;
                     }
@@ -206,10 +237,15 @@ impl<R: Runtime> PrimaryDriver<R> {
                 }
             }
             Command::PeerOutdated => self.machine.handle_peer_outdated(now),
+            Command::KeepLocal => self.machine.resolve_keep_local(),
         }
     }
 
     fn drain_events(&mut self) {
+        *self.report.lock().unwrap_or_else(|p| p.into_inner()) = PrimaryReport {
+            progress: self.machine.progress(),
+            keep_local_pending: self.machine.keep_local_pending(),
+        };
         while let Some(event) = self.machine.poll_event() {
             match &event {
                 Event::Acknowledged { seq } => {
@@ -295,16 +331,69 @@ type Halves<R> = (
     <<R as Runtime>::Stream as ironroot_net::TcpStream>::WriteHalf,
 );
 
+/// The owner's side of a running secondary driver.
+#[derive(Clone, Default)]
+pub struct SecondaryControl {
+    inner: Arc<Mutex<SecondaryShared>>,
+}
+
+#[derive(Default)]
+struct SecondaryShared {
+    discard_requested: bool,
+    discard_pending: bool,
+}
+
+impl SecondaryControl {
+    /// Resolve the next divergence by discarding this side's entries (see
+    /// [`ReplicationSecondary::resolve_discard_local`]).
+    pub fn discard_local(&self) {
+        let mut shared = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        shared.discard_requested = true;
+        shared.discard_pending = true;
+    }
+
+    /// Whether a `discard-local` resolution waits for the next connection.
+    pub fn discard_pending(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .discard_pending
+    }
+
+    fn sync(&self, machine: &mut ReplicationSecondary) {
+        let mut shared = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if std::mem::take(&mut shared.discard_requested) {
+            machine.resolve_discard_local();
+        }
+        shared.discard_pending = machine.discard_local_pending();
+    }
+}
+
 /// Serve the secondary side on `listener`, forever. One primary at a time:
 /// a new connection supersedes the current one (a primary that lost its
 /// link reconnects while this side still waits on the stalled stream).
 pub async fn run_secondary<R: Runtime>(
     rt: R,
     store: SharedStore,
+    machine: ReplicationSecondary,
+    listener: R::Listener,
+    config: DriverConfig,
+    events: mpsc::Sender<Event>,
+) {
+    let control = SecondaryControl::default();
+    run_secondary_controlled(rt, store, machine, listener, config, events, control).await;
+}
+
+/// [`run_secondary`] with an operator's control over split-brain
+/// resolution.
+pub async fn run_secondary_controlled<R: Runtime>(
+    rt: R,
+    store: SharedStore,
     mut machine: ReplicationSecondary,
     listener: R::Listener,
     config: DriverConfig,
     events: mpsc::Sender<Event>,
+    control: SecondaryControl,
 ) {
     let idle = Duration::from_millis(config.idle_timeout_ms);
     let mut buf = vec![0u8; 64 * 1024];
@@ -324,6 +413,7 @@ pub async fn run_secondary<R: Runtime>(
             continue;
         };
         let mut alive = secondary_flush(&rt, &mut machine, write, &config).await;
+        control.sync(&mut machine);
         while let Some(event) = machine.poll_event() {
             let _ = events.try_send(event);
         }
@@ -340,6 +430,7 @@ pub async fn run_secondary<R: Runtime>(
                 }
                 read = ironroot_net::timeout(&rt, idle, read.read(&mut buf)) => match read {
                     Ok(Ok(n)) if n > 0 => {
+                        control.sync(&mut machine);
                         let mut store = store.lock().expect("store lock");
                         machine.handle_bytes(rt.now(), &mut store, &buf[..n]);
                     }
@@ -350,6 +441,7 @@ pub async fn run_secondary<R: Runtime>(
         if !alive {
             conn = None;
             machine.handle_disconnected(rt.now());
+            let _ = events.try_send(Event::Disconnected);
         }
     }
 }

@@ -22,7 +22,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use primary::ReplicationPrimary;
+pub use primary::{Progress, ReplicationPrimary};
 pub use secondary::ReplicationSecondary;
 
 use crate::journal::Epoch;
@@ -99,6 +99,8 @@ pub enum Event {
     Connected {
         peer_node: u32,
     },
+    /// Added by the drivers: the connection to the peer ended.
+    Disconnected,
     VersionMismatch {
         local: u32,
         peer: u32,
@@ -140,6 +142,17 @@ pub enum Event {
         peer_seq: u64,
         local_seq: u64,
     },
+    /// Secondary: this side holds entries after the last one it shares
+    /// with the primary (a split brain if the primary has some too, else
+    /// a stale primary). The primary decides by its policy.
+    Diverged {
+        common_seq: u64,
+        local_entries: u64,
+        peer_entries: u64,
+    },
+    /// The operator's discard of this side's divergence failed (storage
+    /// error, or divergence behind the compaction point); still armed.
+    DiscardFailed,
     /// This side gave up its divergent entries after `common_seq`; the
     /// generations they made are kept as branches.
     DiscardedDivergence {

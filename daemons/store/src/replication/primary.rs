@@ -52,6 +52,21 @@ struct Ship {
     frontier: Vec<ObjectId>,
     /// Objects still to send, children first; `Some` once negotiated.
     sending: Option<VecDeque<ObjectId>>,
+    /// Stored bytes of the objects in `sending`.
+    sending_bytes: u64,
+}
+
+/// How far the peer is behind, for status and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Highest entry the peer holds durably.
+    pub peer_acked: u64,
+    /// Whether a resync (reconnect catch-up) is running.
+    pub resyncing: bool,
+    /// Objects of the entry in flight the peer still lacks.
+    pub objects_remaining: u64,
+    /// Their stored bytes.
+    pub bytes_remaining: u64,
 }
 
 /// The primary's replication state machine.
@@ -69,6 +84,9 @@ pub struct ReplicationPrimary {
     events: VecDeque<Event>,
     deadline: Option<Instant>,
     metrics: ReplicationMetrics,
+    /// The operator chose this side's history: the next divergence is
+    /// resolved in its favour whatever the policy (one-shot).
+    keep_local: bool,
 }
 
 impl ReplicationPrimary {
@@ -87,6 +105,29 @@ impl ReplicationPrimary {
             events: VecDeque::new(),
             deadline: None,
             metrics: ReplicationMetrics::default(),
+            keep_local: false,
+        }
+    }
+
+    /// Operator resolution of a split brain on the winning side: at the
+    /// next connection the peer's divergent entries are discarded (it keeps
+    /// their generations as branches), whatever the policy.
+    pub fn resolve_keep_local(&mut self) {
+        self.keep_local = true;
+    }
+
+    /// Whether [`ReplicationPrimary::resolve_keep_local`] waits to be used.
+    pub fn keep_local_pending(&self) -> bool {
+        self.keep_local
+    }
+
+    pub fn progress(&self) -> Progress {
+        let sending = self.ship.as_ref().and_then(|s| s.sending.as_ref());
+        Progress {
+            peer_acked: self.peer_acked,
+            resyncing: self.resyncing,
+            objects_remaining: sending.map_or(0, |s| s.len() as u64),
+            bytes_remaining: self.ship.as_ref().map_or(0, |s| s.sending_bytes),
         }
     }
 
@@ -137,10 +178,25 @@ impl ReplicationPrimary {
         self.deadline = None;
         self.input.clear();
         self.transmit.clear();
-        // Writes waiting for a peer that is gone: tell the owner in time to
-        // outdate it.
-        if !self.pending.is_empty() {
+        // Writes waiting for a peer that is gone: settled at once if it is
+        // recorded Outdated already, else tell the owner in time to outdate
+        // it.
+        if self.peer_outdated {
+            self.settle_pending();
+        } else if !self.pending.is_empty() {
             self.expect_answer(now);
+        }
+    }
+
+    /// Writes waiting for a peer recorded Outdated: settled by the
+    /// degraded policy.
+    fn settle_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for seq in pending {
+            self.events.push_back(match self.config.degraded {
+                DegradedPolicy::AcceptWhenOutdated => Event::Acknowledged { seq },
+                DegradedPolicy::RefuseWrites => Event::WriteFailed { seq },
+            });
         }
     }
 
@@ -151,13 +207,7 @@ impl ReplicationPrimary {
         // Resync reads them back from the journal; degraded mode must not
         // grow memory.
         self.outbox.clear();
-        let pending = std::mem::take(&mut self.pending);
-        for seq in pending {
-            self.events.push_back(match self.config.degraded {
-                DegradedPolicy::AcceptWhenOutdated => Event::Acknowledged { seq },
-                DegradedPolicy::RefuseWrites => Event::WriteFailed { seq },
-            });
-        }
+        self.settle_pending();
     }
 
     /// A write this node made durably; it is acknowledged once the peer
@@ -276,7 +326,7 @@ impl ReplicationPrimary {
             return self.violation();
         }
         let local_entries = state.last_seq() - common;
-        if d.entries_after > 0 && local_entries == 0 {
+        if d.entries_after > 0 && local_entries == 0 && !self.keep_local {
             self.send(&Message::Refused {
                 reason: RefuseReason::PeerAhead,
             });
@@ -286,7 +336,12 @@ impl ReplicationPrimary {
             });
         }
         if d.entries_after > 0 {
-            let winner = self.split_brain_winner(store, common, &d);
+            let winner = if self.keep_local {
+                Winner::Local
+            } else {
+                self.split_brain_winner(store, common, &d)
+            };
+            self.keep_local = false;
             self.events.push_back(Event::SplitBrain {
                 common_seq: common,
                 local_entries,
@@ -409,6 +464,7 @@ impl ReplicationPrimary {
             outstanding: VecDeque::new(),
             frontier: roots,
             sending: None,
+            sending_bytes: 0,
         };
         self.offer_frontier(now, store, &mut ship);
         self.ship = Some(ship);
@@ -420,7 +476,12 @@ impl ReplicationPrimary {
             .filter(|id| ship.offered.insert(*id))
             .collect();
         if frontier.is_empty() {
-            ship.sending = Some(post_order(store, &ship.roots, &ship.lacking).into());
+            let order = post_order(store, &ship.roots, &ship.lacking);
+            ship.sending_bytes = order
+                .iter()
+                .map(|id| store.objects().stored_len(id).unwrap_or(0))
+                .sum();
+            ship.sending = Some(order.into());
             // Streaming may take longer than one answer: the driver's write
             // timeout covers it, and the wait for the ack starts once the
             // payload is out.
@@ -484,6 +545,9 @@ impl ReplicationPrimary {
             self.link = Link::Down;
             self.ship = None;
             self.events.push_back(Event::PeerUnresponsive);
+            if self.peer_outdated {
+                self.settle_pending();
+            }
         }
     }
 
@@ -496,6 +560,7 @@ impl ReplicationPrimary {
         let sending = ship.sending.as_mut()?;
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;
+        let mut sent_stored = 0u64;
         while let Some(id) = sending.front().copied() {
             let Ok((kind, bytes)) = store.objects().get(&id) else {
                 // A local object failed its hash: never ship it.
@@ -510,11 +575,13 @@ impl ReplicationPrimary {
                 break;
             }
             sending.pop_front();
+            sent_stored += store.objects().stored_len(&id).unwrap_or(0);
             batch_bytes += bytes.len();
             self.metrics.objects_sent += 1;
             self.metrics.object_bytes_sent += bytes.len() as u64;
             batch.push((id, kind, bytes));
         }
+        ship.sending_bytes = ship.sending_bytes.saturating_sub(sent_stored);
         if !batch.is_empty() {
             return Some(encode_message(&Message::Objects { objects: batch }));
         }

@@ -30,6 +30,12 @@ pub struct ReplicationSecondary {
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     metrics: ReplicationMetrics,
+    /// The operator gave up this side's history: the next divergence is
+    /// resolved by keeping its generations as branches and going back to
+    /// the common entry (one-shot).
+    discard_local: bool,
+    /// The primary's last entry at hello: `InSync` once it is held here.
+    catch_up_to: Option<u64>,
 }
 
 impl ReplicationSecondary {
@@ -41,7 +47,22 @@ impl ReplicationSecondary {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             metrics: ReplicationMetrics::default(),
+            discard_local: false,
+            catch_up_to: None,
         }
+    }
+
+    /// Operator resolution of a split brain on the losing side: at the
+    /// next primary's hello, the entries after the common one are dropped
+    /// (their generations kept as branches) and this side resyncs.
+    pub fn resolve_discard_local(&mut self) {
+        self.discard_local = true;
+    }
+
+    /// Whether [`ReplicationSecondary::resolve_discard_local`] waits to be
+    /// used.
+    pub fn discard_local_pending(&self) -> bool {
+        self.discard_local
     }
 
     pub fn metrics(&self) -> ReplicationMetrics {
@@ -62,6 +83,7 @@ impl ReplicationSecondary {
 
     pub fn handle_disconnected(&mut self, _now: Instant) {
         self.link = Link::Down;
+        self.catch_up_to = None;
         self.input.clear();
         self.transmit.clear();
     }
@@ -137,11 +159,13 @@ impl ReplicationSecondary {
                     return self.refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation);
                 }
                 self.send(&Message::Ack { seq });
+                self.check_caught_up(seq);
             }
             (Link::Ready, Message::Snapshot { bytes }) => match store.install_snapshot(&bytes) {
                 Ok(()) => {
                     let seq = store.state().last_seq();
                     self.send(&Message::Ack { seq });
+                    self.check_caught_up(seq);
                 }
                 Err(_) => self.refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation),
             },
@@ -162,7 +186,7 @@ impl ReplicationSecondary {
 
     /// The primary's hello: check the version, then tell it how this
     /// side's history relates to its own.
-    fn handle_hello(&mut self, store: &Store, peer: &super::wire::Hello) {
+    fn handle_hello(&mut self, store: &mut Store, peer: &super::wire::Hello) {
         if peer.wire_version != WIRE_VERSION {
             self.send(&Message::VersionRefused {
                 supported: WIRE_VERSION,
@@ -174,24 +198,70 @@ impl ReplicationSecondary {
             self.link = Link::Closed;
             return;
         }
+        self.events.push_back(Event::Connected {
+            peer_node: peer.node,
+        });
+        let peer_last = peer.last.map_or(0, |l| l.seq);
         let state = store.state();
-        let common = last_common_seq(
-            &state.epochs,
-            state.last_seq(),
-            &peer.epochs,
-            peer.last.map_or(0, |l| l.seq),
-        );
+        let common = last_common_seq(&state.epochs, state.last_seq(), &peer.epochs, peer_last);
+        let local_entries = state.last_seq() - common;
+        if local_entries > 0 && self.discard_local {
+            if !self.discard_after(store, common) {
+                return;
+            }
+        } else if local_entries > 0 {
+            self.events.push_back(Event::Diverged {
+                common_seq: common,
+                local_entries,
+                peer_entries: peer_last.saturating_sub(common),
+            });
+        }
+        let state = store.state();
+        let divergence_free = state.last_seq() == common;
         let divergence = Divergence {
             common_seq: common,
             entries_after: state.last_seq() - common,
             changes_after: count_changes(store, common),
             first_epoch_after: state.epoch_of(common + 1),
         };
-        self.events.push_back(Event::Connected {
-            peer_node: peer.node,
-        });
         self.send(&Message::Divergence(divergence));
         self.link = Link::Ready;
+        self.catch_up_to = Some(peer_last);
+        if divergence_free {
+            self.check_caught_up(store.state().last_seq());
+        }
+    }
+
+    /// Tell the owner once this side holds what the primary had at hello.
+    fn check_caught_up(&mut self, seq: u64) {
+        if self.catch_up_to.is_some_and(|target| seq >= target) {
+            self.catch_up_to = None;
+            self.events.push_back(Event::InSync { seq });
+        }
+    }
+
+    /// The operator's resolution: keep this side's divergent generations
+    /// as branches and go back to `common`. False if that failed (the
+    /// connection is refused and the resolution stays armed).
+    fn discard_after(&mut self, store: &mut Store, common: u64) -> bool {
+        let branches = match store.preserve_branches_after(common) {
+            Ok(branches) => branches,
+            Err(_) => {
+                self.refuse(RefuseReason::SplitBrainUnresolved, Event::DiscardFailed);
+                return false;
+            }
+        };
+        if !matches!(store.truncate_after(common), Ok(true)) {
+            // Behind the compaction point the journal cannot go back.
+            self.refuse(RefuseReason::SplitBrainUnresolved, Event::DiscardFailed);
+            return false;
+        }
+        self.discard_local = false;
+        self.events.push_back(Event::DiscardedDivergence {
+            common_seq: common,
+            branches,
+        });
+        true
     }
 
     /// This side lost a split brain: keep its divergent generations as

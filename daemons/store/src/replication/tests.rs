@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ironroot_net::Instant;
 
-use super::wire::{encode_message, Hello, Message};
+use super::wire::{encode_message, Hello, Message, RefuseReason};
 use super::*;
 use crate::journal::{Lease, Record};
 use crate::model::{NodeKind, Timestamp};
@@ -464,4 +464,168 @@ fn garbage_from_the_peer_is_counted_not_panicked_on() {
     pair.secondary
         .handle_bytes(pair.now, &mut pair.b, &[0xff, 0xff, 0xff, 0xff]);
     assert!(pair.secondary.poll_event().is_some());
+}
+
+fn branch_content(store: &Store, index: usize) -> Vec<u8> {
+    let branch = &store.branches()[index];
+    let NodeKind::Dir { tree } = &branch.root.kind else {
+        panic!("a branch root is a directory")
+    };
+    let f = store.objects().get_tree(tree).unwrap().entries[&b"f"[..]].clone();
+    let NodeKind::File { blob, .. } = f.kind else {
+        panic!("f is a file")
+    };
+    let chunk = store.objects().get_blob(&blob).unwrap().chunks[0].id;
+    store.objects().get(&chunk).unwrap().1
+}
+
+#[test]
+fn an_operator_discards_the_losers_changes_on_the_secondary() {
+    let config = ReplicationConfig::new(1);
+    let (a, b) = split(1, 2, &config);
+    let hash_a = a.state().content_hash();
+    let mut pair = Pair::with_stores(a, b, config);
+    pair.connect();
+    assert!(pair.secondary_events.contains(&Event::Diverged {
+        common_seq: 1,
+        local_entries: 2,
+        peer_entries: 1,
+    }));
+    assert!(pair.primary_events.contains(&Event::Refused {
+        reason: RefuseReason::SplitBrainUnresolved
+    }));
+    assert_ne!(
+        pair.b.state().content_hash(),
+        hash_a,
+        "nothing resolved yet"
+    );
+
+    pair.secondary.resolve_discard_local();
+    assert!(pair.secondary.discard_local_pending());
+    pair.disconnect();
+    pair.primary_events.clear();
+    pair.connect();
+    assert!(!pair.secondary.discard_local_pending(), "one-shot");
+    assert!(pair.secondary_events.contains(&Event::DiscardedDivergence {
+        common_seq: 1,
+        branches: vec![2, 3],
+    }));
+    assert!(pair.primary_events.contains(&Event::InSync { seq: 2 }));
+    assert!(!pair
+        .primary_events
+        .iter()
+        .any(|e| matches!(e, Event::SplitBrain { .. })));
+    pair.assert_converged();
+    assert_eq!(
+        pair.a.state().content_hash(),
+        hash_a,
+        "the winner is intact"
+    );
+    assert_eq!(pair.b.branches().len(), 2);
+    assert_eq!(branch_content(&pair.b, 0), b"b0");
+    assert_eq!(branch_content(&pair.b, 1), b"b1");
+
+    // Replication carries on: a new write is acknowledged by the peer.
+    write_file(pair.tree.path(), "f", b"after");
+    let record = pair.import("img");
+    pair.pump();
+    assert!(pair.acked(record.seq));
+    pair.assert_converged();
+}
+
+#[test]
+fn an_operator_keeps_the_winners_changes_on_the_primary() {
+    let config = ReplicationConfig::new(1);
+    let (a, b) = split(2, 1, &config);
+    let hash_a = a.state().content_hash();
+    let mut pair = Pair::with_stores(a, b, config);
+    pair.connect();
+    assert!(pair.primary_events.iter().any(|e| matches!(
+        e,
+        Event::SplitBrain {
+            winner: Winner::Undecided,
+            ..
+        }
+    )));
+    pair.primary.resolve_keep_local();
+    pair.disconnect();
+    pair.primary_events.clear();
+    pair.connect();
+    assert!(!pair.primary.keep_local_pending(), "one-shot");
+    assert!(pair.primary_events.contains(&Event::SplitBrain {
+        common_seq: 1,
+        local_entries: 2,
+        peer_entries: 1,
+        winner: Winner::Local,
+    }));
+    assert!(pair.secondary_events.contains(&Event::DiscardedDivergence {
+        common_seq: 1,
+        branches: vec![2],
+    }));
+    assert!(pair.primary_events.contains(&Event::InSync { seq: 3 }));
+    pair.assert_converged();
+    assert_eq!(pair.a.state().content_hash(), hash_a);
+    assert_eq!(branch_content(&pair.b, 0), b"b0");
+    assert_eq!(pair.primary.progress().peer_acked, 3);
+    assert!(!pair.primary.progress().resyncing);
+}
+
+#[test]
+fn keeping_local_on_a_stale_primary_discards_the_peers_entries() {
+    let config = ReplicationConfig::new(1);
+    let (a, b) = split(0, 1, &config);
+    let mut pair = Pair::with_stores(a, b, config);
+    pair.connect();
+    assert!(pair
+        .primary_events
+        .iter()
+        .any(|e| matches!(e, Event::PeerAhead { .. })));
+    pair.primary.resolve_keep_local();
+    pair.disconnect();
+    pair.connect();
+    assert!(pair.secondary_events.contains(&Event::DiscardedDivergence {
+        common_seq: 1,
+        branches: vec![2],
+    }));
+    pair.assert_converged();
+}
+
+#[test]
+fn the_secondary_reports_when_it_caught_up() {
+    let mut pair = Pair::new(ReplicationConfig::new(1));
+    write_file(pair.tree.path(), "f", b"one");
+    pair.import("img");
+    pair.import("img");
+    pair.primary.handle_peer_outdated(pair.now);
+    pair.connect();
+    assert!(pair.secondary_events.contains(&Event::InSync { seq: 2 }));
+    pair.disconnect();
+    pair.secondary_events.clear();
+    pair.connect();
+    assert!(
+        pair.secondary_events.contains(&Event::InSync { seq: 2 }),
+        "already in sync at hello"
+    );
+}
+
+#[test]
+fn a_write_on_a_stalled_link_is_settled_once_the_outdated_peer_times_out() {
+    let mut pair = Pair::new(ReplicationConfig::new(1));
+    pair.connect();
+    // The link stalls (no close): the owner records the peer Outdated
+    // before the connection is known dead.
+    pair.link_up = false;
+    pair.primary.handle_peer_outdated(pair.now);
+    write_file(pair.tree.path(), "f", b"x");
+    let record = pair.import("img");
+    pair.pump();
+    assert!(
+        !pair.acked(record.seq),
+        "still shipping on the stalled link"
+    );
+    let deadline = pair.primary.poll_timeout().expect("waiting for the ack");
+    pair.primary.handle_timeout(deadline);
+    pair.pump();
+    assert!(pair.primary_events.contains(&Event::PeerUnresponsive));
+    assert!(pair.acked(record.seq), "settled by the degraded policy");
 }
