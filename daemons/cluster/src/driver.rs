@@ -407,7 +407,7 @@ impl Workers {
     fn submit(&self, action: Action) {
         let queue = match action {
             Action::Start { .. } | Action::Stop { .. } | Action::Monitor { .. } => &self.resources,
-            Action::ClaimVip | Action::RenewVip { .. } | Action::ReleaseVip => &self.vip,
+            Action::ClaimVip { .. } | Action::RenewVip { .. } | Action::ReleaseVip => &self.vip,
             Action::Fence { .. } => &self.fence,
         };
         if queue.try_send(action).is_err() {
@@ -469,10 +469,18 @@ async fn vip_worker<R: Runtime>(
     // probing time): a slower one is as good as failed.
     let bound = spec.lifetime;
     let claim_bound = spec.lifetime + spec.probe_wait;
+    let unprobed = VipSpec {
+        probe_wait: Duration::ZERO,
+        ..spec.clone()
+    };
     while let Some(action) = work.recv().await {
         let (op, ok) = match action {
-            Action::ClaimVip => {
-                let result = ironroot_net::timeout(&rt, claim_bound, vip.claim(&spec)).await;
+            Action::ClaimVip { probe } => {
+                let result = if probe {
+                    ironroot_net::timeout(&rt, claim_bound, vip.claim(&spec)).await
+                } else {
+                    ironroot_net::timeout(&rt, bound, vip.claim(&unprobed)).await
+                };
                 if let Ok(Err(err)) = &result {
                     tracing::warn!(error = %err, "VIP claim failed");
                 }

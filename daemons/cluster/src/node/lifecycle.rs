@@ -195,7 +195,8 @@ impl Node {
     fn claim_vip(&mut self, now: Instant) {
         self.pending = Some(Pending::Claim);
         self.event(now, EventKind::VipClaiming);
-        self.action(Action::ClaimVip);
+        let probe = self.fencing != Fencing::Done;
+        self.action(Action::ClaimVip { probe });
     }
 
     fn step_active(&mut self, now: Instant) {

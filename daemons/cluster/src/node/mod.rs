@@ -59,7 +59,11 @@ pub enum Action {
     Monitor {
         resource: String,
     },
-    ClaimVip,
+    /// Claim the VIP; `probe`: look for another holder first (skipped when
+    /// the peer was just powered off: nobody can answer).
+    ClaimVip {
+        probe: bool,
+    },
     /// Extend the VIP's lifetime; skip it if the driver gets to it after
     /// `not_after` (the quorum proof would no longer cover the lifetime).
     RenewVip {

@@ -406,7 +406,7 @@ impl World {
                 now + OP_TIME,
                 self.resource(host, incarnation, resource, ResourceOp::Monitor),
             ),
-            Action::ClaimVip => {
+            Action::ClaimVip { .. } => {
                 self.vip_until[host] = Some(now + lifetime);
                 (
                     now + LATENCY,
