@@ -474,6 +474,10 @@ pub enum LeaseLogError {
     NotReplicated,
     #[error("journal I/O failed: {kind:?}")]
     Io { kind: std::io::ErrorKind },
+    #[error("this node's journal is not the primary")]
+    NotPrimary,
+    #[error("the journal refused the records (a limit of the lease table)")]
+    Refused,
 }
 
 /// Where leases are made durable (the store's replicated journal in

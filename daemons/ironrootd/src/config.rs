@@ -188,6 +188,8 @@ impl IronrootFile {
         self.dhcp
             .validate()
             .map_err(|e| invalid("dhcp", e.to_string()))?;
+        check_dhcp_fits_the_journal(&self.dhcp)
+            .map_err(|(path, message)| invalid(path, message))?;
         if self.dhcp.vip != cluster.vip.addr {
             return Err(invalid(
                 "dhcp.vip",
@@ -276,6 +278,31 @@ pub fn read_key(path: &Path) -> Result<[u8; 32], String> {
             .map_err(|_| format!("{}: not hex at digit {}", path.display(), 2 * i))?;
     }
     Ok(key)
+}
+
+/// Pool leases go through the store's journal: a batch must fit one entry
+/// and every pool address must fit the store's lease table.
+fn check_dhcp_fits_the_journal(dhcp: &ironroot_dhcp::Config) -> Result<(), (&'static str, String)> {
+    use ironroot_store::journal::LEASES_PER_ENTRY_MAX;
+    use ironroot_store::state::LEASES_MAX;
+    let batch = dhcp.limits.lease_records_per_write_max;
+    if batch > LEASES_PER_ENTRY_MAX {
+        return Err((
+            "dhcp.limits.lease_records_per_write_max",
+            format!("{batch} exceeds the journal's {LEASES_PER_ENTRY_MAX} leases per entry"),
+        ));
+    }
+    if let Some(pool) = &dhcp.pool {
+        let size =
+            u64::from(u32::from(pool.end)).saturating_sub(u64::from(u32::from(pool.start))) + 1;
+        if size > LEASES_MAX as u64 {
+            return Err((
+                "dhcp.pool",
+                format!("{size} addresses exceed the store's {LEASES_MAX} recorded leases"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,13 +17,13 @@ use crate::transfer::{Outcome, Transfer, TransferStats};
 use crate::wire::{self, ErrorCode, Mode, Packet};
 
 macro_rules! counters {
-    ($($name:ident),* $(,)?) => {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
         /// Server-wide counters; every dropped or refused datagram lands in one.
         #[derive(Debug, Default)]
-        pub struct Counters { $(pub $name: AtomicU64,)* }
+        pub struct Counters { $($(#[$doc])* pub $name: AtomicU64,)* }
         /// A copy of [`Counters`] at one moment.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        pub struct CountersSnapshot { $(pub $name: u64,)* }
+        pub struct CountersSnapshot { $($(#[$doc])* pub $name: u64,)* }
         impl Counters {
             pub fn snapshot(&self) -> CountersSnapshot {
                 CountersSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
@@ -52,6 +52,9 @@ counters!(
     transfers_aborted,
     unknown_tid,
     data_sent,
+    data_bytes_sent,
+    /// Payload bytes of the files of completed transfers.
+    file_bytes_completed,
     data_resent,
     duplicate_acks,
     rewinds,
@@ -320,7 +323,11 @@ impl<S: FileSource> Server<S> {
         };
         bump(counter);
         let add = |counter: &AtomicU64, value: u64| counter.fetch_add(value, Ordering::Relaxed);
+        if let Some(Outcome::Completed { bytes, .. }) = outcome {
+            add(&counters.file_bytes_completed, *bytes);
+        }
         add(&counters.data_sent, stats.data_sent);
+        add(&counters.data_bytes_sent, stats.data_bytes_sent);
         add(&counters.data_resent, stats.data_resent);
         add(&counters.duplicate_acks, stats.duplicate_acks);
         add(&counters.rewinds, stats.rewinds);

@@ -39,6 +39,8 @@ pub enum Outcome {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TransferStats {
     pub data_sent: u64,
+    /// Payload bytes of every DATA sent, retransmissions included.
+    pub data_bytes_sent: u64,
     pub data_resent: u64,
     pub timeouts: u64,
     pub duplicate_acks: u64,
@@ -268,6 +270,7 @@ impl Transfer {
                 }
                 self.next += 1;
                 self.stats.data_sent += 1;
+                self.stats.data_bytes_sent += len as u64;
                 true
             }
             Err(err) => {

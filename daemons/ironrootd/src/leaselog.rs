@@ -1,0 +1,104 @@
+//! The DHCP pool's leases in the replicated journal: a [`LeaseLog`] whose
+//! `append` is one journal entry written through the replication primary,
+//! so it resolves only once the peer holds the batch durably (or the peer
+//! is recorded Outdated), and the DHCP server sends the ACKs of that batch
+//! only then. `records` reads the leases back from this node's store, which
+//! is what a newly promoted node's DHCP server starts from.
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+
+use ironroot_dhcp::{ClientKey, LeaseLog, LeaseLogError, LeaseRecord, LeaseRecordKind, LeaseWrite};
+use ironroot_store::journal::{PoolLease, PoolLeaseState, LEASES_PER_ENTRY_MAX};
+use ironroot_store::replication::driver::WriteError;
+use ironroot_store::store::StoreError;
+
+use crate::services::Replication;
+use crate::storefs::SharedStore;
+
+/// Leases through the store of this node (see the module docs).
+#[derive(Clone)]
+pub struct StoreLeaseLog {
+    store: SharedStore,
+    replication: Replication,
+}
+
+impl StoreLeaseLog {
+    pub fn new(store: SharedStore, replication: Replication) -> StoreLeaseLog {
+        StoreLeaseLog { store, replication }
+    }
+}
+
+/// The journal's form of a lease record.
+pub fn to_journal(record: LeaseRecord) -> PoolLease {
+    PoolLease {
+        ipv4: record.ip.octets(),
+        client: record.client.0,
+        state: match record.kind {
+            LeaseRecordKind::Bound => PoolLeaseState::Bound,
+            LeaseRecordKind::Released => PoolLeaseState::Released,
+            LeaseRecordKind::Declined => PoolLeaseState::Declined,
+        },
+        until_unix_secs: record.until_unix_secs,
+    }
+}
+
+/// The DHCP server's form of a journal lease.
+pub fn from_journal(lease: &PoolLease) -> LeaseRecord {
+    LeaseRecord {
+        ip: Ipv4Addr::from(lease.ipv4),
+        client: ClientKey(lease.client.clone()),
+        kind: match lease.state {
+            PoolLeaseState::Bound => LeaseRecordKind::Bound,
+            PoolLeaseState::Released => LeaseRecordKind::Released,
+            PoolLeaseState::Declined => LeaseRecordKind::Declined,
+        },
+        until_unix_secs: lease.until_unix_secs,
+    }
+}
+
+fn log_error(error: WriteError) -> LeaseLogError {
+    match error {
+        WriteError::NotReplicated { .. } => LeaseLogError::NotReplicated,
+        WriteError::DriverGone | WriteError::Store(StoreError::NotPrimary) => {
+            LeaseLogError::NotPrimary
+        }
+        WriteError::Store(StoreError::Apply(_)) => LeaseLogError::Refused,
+        WriteError::Store(other) => {
+            tracing::warn!(error = %other, "lease entry not written");
+            LeaseLogError::Io {
+                kind: std::io::ErrorKind::Other,
+            }
+        }
+    }
+}
+
+impl LeaseLog for StoreLeaseLog {
+    fn append(&self, write: LeaseWrite) -> impl Future<Output = Result<(), LeaseLogError>> + Send {
+        let primary = self.replication.primary();
+        let leases: Vec<PoolLease> = write.records.into_iter().map(to_journal).collect();
+        async move {
+            let primary = primary.ok_or(LeaseLogError::NotPrimary)?;
+            if leases.len() > LEASES_PER_ENTRY_MAX {
+                // The server's batch bound is validated below this; a
+                // larger batch is our bug, refused rather than split.
+                return Err(LeaseLogError::Refused);
+            }
+            primary
+                .write(move |store| store.record_pool_leases(leases))
+                .await
+                .map(|_| ())
+                .map_err(log_error)
+        }
+    }
+
+    fn records(&self) -> Vec<LeaseRecord> {
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        store
+            .state()
+            .pool_leases()
+            .into_iter()
+            .map(from_journal)
+            .collect()
+    }
+}
