@@ -7,25 +7,36 @@
 
 use std::future::Future;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ironroot_dhcp::{ClientKey, LeaseLog, LeaseLogError, LeaseRecord, LeaseRecordKind, LeaseWrite};
 use ironroot_store::journal::{PoolLease, PoolLeaseState, LEASES_PER_ENTRY_MAX};
-use ironroot_store::replication::driver::WriteError;
+use ironroot_store::replication::driver::{PrimaryHandle, WriteError};
 use ironroot_store::store::StoreError;
 
 use crate::services::Replication;
 use crate::storefs::SharedStore;
 
+/// The replication primary's handle while this node is primary.
+pub type PrimarySource = Arc<dyn Fn() -> Option<PrimaryHandle> + Send + Sync>;
+
 /// Leases through the store of this node (see the module docs).
 #[derive(Clone)]
 pub struct StoreLeaseLog {
     store: SharedStore,
-    replication: Replication,
+    primary: PrimarySource,
 }
 
 impl StoreLeaseLog {
+    /// Through the node's running replication role.
     pub fn new(store: SharedStore, replication: Replication) -> StoreLeaseLog {
-        StoreLeaseLog { store, replication }
+        StoreLeaseLog::with_primary(store, Arc::new(move || replication.primary()))
+    }
+
+    /// Through whatever `primary` returns (the simulator runs its own
+    /// replication drivers).
+    pub fn with_primary(store: SharedStore, primary: PrimarySource) -> StoreLeaseLog {
+        StoreLeaseLog { store, primary }
     }
 }
 
@@ -75,7 +86,7 @@ fn log_error(error: WriteError) -> LeaseLogError {
 
 impl LeaseLog for StoreLeaseLog {
     fn append(&self, write: LeaseWrite) -> impl Future<Output = Result<(), LeaseLogError>> + Send {
-        let primary = self.replication.primary();
+        let primary = (self.primary)();
         let leases: Vec<PoolLease> = write.records.into_iter().map(to_journal).collect();
         async move {
             let primary = primary.ok_or(LeaseLogError::NotPrimary)?;
