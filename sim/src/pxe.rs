@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use ironroot_net::turmoil_backend::{Segment, SimRuntime};
-use ironroot_net::{Clock, Instant, Runtime, UdpBind, UdpSocket, VipControl, VipSpec};
+use ironroot_net::{Clock, Instant, RecvMeta, Runtime, UdpBind, UdpSocket, VipControl, VipSpec};
 use tokio::sync::mpsc;
 
 use crate::scenario::Scenario;
@@ -26,7 +26,7 @@ const SELECTING_TRIES_MAX: u32 = 4;
 /// A TFTP client's retransmission timeout, and how many in a row it
 /// allows before starting the fetch over.
 const TFTP_WAIT: Duration = Duration::from_millis(250);
-const TFTP_TRIES_MAX: u32 = 12;
+const TFTP_TRIES_MAX: u32 = 20;
 /// Datagrams queued per DHCP client by the dispatcher; more are dropped.
 const INBOX_MAX: usize = 16;
 
@@ -45,7 +45,49 @@ pub fn mac_of(client: &str) -> Option<[u8; 6]> {
     Some([0x52, 0x54, 0x00, 0x5e, hi, lo])
 }
 
-/// Register the PXE client host and make its links to the nodes lossy.
+/// A socket that loses each datagram it sends or receives with probability
+/// `rate`, independently, from its own seeded RNG. (turmoil's link failure
+/// rate partitions the whole link and drops everything in flight on it,
+/// which is not independent loss.)
+pub struct Lossy<U> {
+    inner: U,
+    rate: f64,
+    rng: Mutex<Box<dyn rand::RngCore + Send>>,
+}
+
+impl<U: UdpSocket> Lossy<U> {
+    pub fn new(inner: U, rate: f64, seed: u64, label: &str) -> Lossy<U> {
+        Lossy {
+            inner,
+            rate,
+            rng: Mutex::new(Box::new(ironroot_net::derive_rng(seed, label))),
+        }
+    }
+
+    fn lost(&self) -> bool {
+        use rand::Rng;
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        self.rate > 0.0 && rng.gen_bool(self.rate)
+    }
+
+    pub async fn send_to(&self, buf: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+        if self.lost() {
+            return Ok(buf.len());
+        }
+        self.inner.send_to(buf, to).await
+    }
+
+    pub async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<RecvMeta> {
+        loop {
+            let meta = self.inner.recv_from(buf).await?;
+            if !self.lost() {
+                return Ok(meta);
+            }
+        }
+    }
+}
+
+/// Register the PXE client host.
 pub fn add(
     sim: &mut turmoil::Sim<'_>,
     scenario: &Scenario,
@@ -68,13 +110,13 @@ pub fn add(
             "pxe.start",
             format!("address {}", rt.host_addr()),
         );
-        let socket = Arc::new(
-            rt.bind_udp(UdpBind {
+        let socket = rt
+            .bind_udp(UdpBind {
                 broadcast: true,
                 ..UdpBind::any(68)
             })
-            .await?,
-        );
+            .await?;
+        let socket = Arc::new(Lossy::new(socket, loss, seed, "pxe/dhcp"));
         let mut inboxes = BTreeMap::new();
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..services.dhcp_clients {
@@ -107,19 +149,19 @@ pub fn add(
                 vip,
                 services.clone(),
                 (shared.clone(), log.clone()),
-                (start, end),
+                (start, end, seed),
             ));
         }
         while tasks.join_next().await.is_some() {}
         Ok(())
     });
-    for node in &scenario.nodes {
-        sim.set_link_fail_rate(PXE, node.name.as_str(), loss);
-    }
 }
 
 /// Hand each DHCP reply to the client whose xid it carries.
-async fn dispatch<U: UdpSocket>(socket: Arc<U>, inboxes: BTreeMap<u32, mpsc::Sender<Message>>) {
+async fn dispatch<U: UdpSocket>(
+    socket: Arc<Lossy<U>>,
+    inboxes: BTreeMap<u32, mpsc::Sender<Message>>,
+) {
     let mut buf = vec![0u8; 1500];
     while let Ok(meta) = socket.recv_from(&mut buf).await {
         let Ok(message) = Message::decode(&mut Decoder::new(&buf[..meta.len])) else {
@@ -135,7 +177,7 @@ struct DhcpClient<U: UdpSocket> {
     rt: SimRuntime,
     name: String,
     index: u32,
-    socket: Arc<U>,
+    socket: Arc<Lossy<U>>,
     inbox: mpsc::Receiver<Message>,
     vip: Ipv4Addr,
     shared: ServicesShared,
@@ -297,13 +339,16 @@ async fn fetch_loop(
     vip: Ipv4Addr,
     services: Services,
     (shared, log): (ServicesShared, Log),
-    (start, end): (Duration, Instant),
+    (start, end, seed): (Duration, Instant, u64),
 ) {
     rt.sleep(start).await;
     let expected = boot_file(services.tftp_file_bytes);
-    let mut done = 0;
+    let (mut done, mut attempt) = (0, 0u32);
     while done < services.tftp_fetches && rt.now() < end {
-        let event = match fetch(&rt, vip, services.tftp_blksize, end).await {
+        attempt += 1;
+        let label = format!("pxe/{name}/{attempt}");
+        let loss = (services.loss_rate, seed, label.as_str());
+        let event = match fetch(&rt, vip, services.tftp_blksize, end, loss).await {
             Ok(bytes) => {
                 done += 1;
                 ClientEvent::TftpCompleted {
@@ -341,11 +386,13 @@ async fn fetch(
     vip: Ipv4Addr,
     blksize: u16,
     end: Instant,
+    (loss, seed, label): (f64, u64, &str),
 ) -> Result<Vec<u8>, String> {
     let socket = rt
         .bind_udp(UdpBind::any(0))
         .await
         .map_err(|e| format!("bind: {e}"))?;
+    let socket = Lossy::new(socket, loss, seed, label);
     let server = SocketAddr::from((vip, 69));
     // What to send again on a timeout, and where.
     let mut last: (Vec<u8>, SocketAddr) = (rrq(blksize), server);

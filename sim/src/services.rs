@@ -70,7 +70,7 @@ pub struct ServicesFile {
     /// RFC 2348 blksize the TFTP clients ask for (512 if unset).
     #[serde(default)]
     pub tftp_blksize: Option<u16>,
-    /// Fraction of datagrams lost between the PXE clients and each node.
+    /// Fraction of datagrams the PXE clients lose, each way, independently.
     #[serde(default)]
     pub loss_rate: f64,
 }

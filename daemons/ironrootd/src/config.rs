@@ -362,6 +362,17 @@ mod tests {
             "ironroot.toml: dhcp.vip: 192.0.2.11 differs from cluster.vip.addr 192.0.2.10"
         );
 
+        let mut file = IronrootFile::parse(&text, "ironroot.toml").expect("parses");
+        file.dhcp.limits.lease_records_per_write_max = 5000;
+        let error = file
+            .node("ctl-a", "ironroot.toml")
+            .expect_err("batch larger than a journal entry")
+            .to_string();
+        assert_eq!(
+            error,
+            "ironroot.toml: dhcp.limits.lease_records_per_write_max: 5000 exceeds the journal's 4096 leases per entry"
+        );
+
         let missing_key = EXAMPLE.replace("/etc/ironroot/handle.key", "/nonexistent/handle.key");
         let file = IronrootFile::parse(&missing_key, "ironroot.toml").expect("parses");
         let error = file

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ironroot_net::Instant;
 
@@ -101,12 +102,19 @@ struct Admission {
     per_client: BTreeMap<IpAddr, usize>,
 }
 
+/// Clients whose round-trip estimate is remembered (the oldest address is
+/// forgotten past this).
+pub const RTT_HINTS_MAX: usize = 4096;
+
 /// The request side of the server (see the module docs).
 pub struct Server<S> {
     config: Config,
     source: S,
     admission: Mutex<Admission>,
     counters: Counters,
+    /// The last round-trip estimate (smoothed, variation) per client
+    /// address, to start its next transfer's timeout from.
+    rtt_hints: Mutex<BTreeMap<IpAddr, (Duration, Duration)>>,
 }
 
 /// An admitted transfer's slot; dropping it frees the slot.
@@ -153,6 +161,7 @@ impl<S: FileSource> Server<S> {
             source,
             admission: Mutex::new(Admission::default()),
             counters: Counters::default(),
+            rtt_hints: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -230,7 +239,7 @@ impl<S: FileSource> Server<S> {
             file.size,
             &self.config.limits,
         );
-        let transfer = Transfer::new(
+        let mut transfer = Transfer::new(
             now,
             file,
             request.mode,
@@ -238,6 +247,9 @@ impl<S: FileSource> Server<S> {
             &negotiation.oack,
             self.config.retries_max,
         );
+        if let Some(hint) = self.rtt_hint(client.ip()) {
+            transfer.seed_rtt(now, hint);
+        }
         bump(&self.counters.transfers_started);
         Decision::Start {
             transfer: Box::new(transfer),
@@ -305,6 +317,25 @@ impl<S: FileSource> Server<S> {
         bump(counter);
         tracing::debug!(error = %err, "request refused");
         refuse(code, message)
+    }
+
+    fn rtt_hint(&self, client: IpAddr) -> Option<(Duration, Duration)> {
+        let hints = self.rtt_hints.lock().unwrap_or_else(|p| p.into_inner());
+        hints.get(&client).copied()
+    }
+
+    /// Remember the round trip `transfer` measured to `client`, so the
+    /// client's next transfer does not start at the configured maximum
+    /// timeout (firmware fetches several files in a row).
+    pub fn note_rtt(&self, client: IpAddr, transfer: &Transfer) {
+        let Some(estimate) = transfer.rtt_estimate() else {
+            return;
+        };
+        let mut hints = self.rtt_hints.lock().unwrap_or_else(|p| p.into_inner());
+        if !hints.contains_key(&client) && hints.len() >= RTT_HINTS_MAX {
+            hints.pop_first();
+        }
+        hints.insert(client, estimate);
     }
 
     /// Record how a transfer ended (its [`Ticket`] is dropped separately).

@@ -7,6 +7,7 @@
 //! nothing new never triggers a send; only a timeout resends.
 
 use std::io;
+use std::time::Duration;
 
 use ironroot_net::Instant;
 
@@ -280,6 +281,21 @@ impl Transfer {
                 true
             }
         }
+    }
+
+    /// Use a round-trip estimate from an earlier transfer with this client
+    /// (before the first packet's timeout, which otherwise is the
+    /// configured maximum).
+    pub fn seed_rtt(&mut self, now: Instant, (srtt, rttvar): (Duration, Duration)) {
+        self.rto.seed(srtt, rttvar);
+        if self.retries == 0 {
+            self.deadline = Some(now + self.rto.current());
+        }
+    }
+
+    /// The round-trip estimate this transfer measured, if any.
+    pub fn rtt_estimate(&self) -> Option<(Duration, Duration)> {
+        self.rto.smoothed()
     }
 
     /// When [`Transfer::handle_timeout`] should next be called.
