@@ -70,7 +70,7 @@ fn dhcp_server(now: Instant) -> DhcpServer<MemoryRegistry> {
     let mut config = Config::new(VIP, Ipv4Addr::new(255, 255, 255, 0));
     config.pool = Some(PoolConfig {
         start: LEASED,
-        end: Ipv4Addr::new(10, 9, 0, 103),
+        end: Ipv4Addr::new(10, 9, 0, 107),
         lease_secs: 600,
         offer_hold_secs: 30,
         decline_quarantine_secs: 300,
@@ -193,6 +193,25 @@ async fn pool_lease_granted_on_a_is_kept_by_b_after_switchover() {
         b.store.lock().unwrap().state().pool_leases()[0].state,
         PoolLeaseState::Bound
     );
+
+    // Group commit: three REQUESTs gathered while no write is in flight
+    // become one journal entry, on both nodes.
+    let seq = |node: &Node| node.store.lock().unwrap().state().last_seq();
+    let before = (seq(&a), seq(&b));
+    for (last, ip) in [(3u8, 101u8), (4, 102), (5, 103)] {
+        let wanted = Ipv4Addr::new(10, 9, 0, ip);
+        let req = request(
+            MessageType::Request,
+            last,
+            Ipv4Addr::UNSPECIFIED,
+            Some(wanted),
+        );
+        assert!(deliver(&mut dhcp_a, t0, &req).is_empty());
+    }
+    let acks = commit(&mut dhcp_a, &a.log, t0).await;
+    assert_eq!(acks.len(), 3);
+    assert_eq!((seq(&a), seq(&b)), (before.0 + 1, before.1 + 1));
+    assert_eq!(b.log.records().len(), 4);
 
     // Switchover: a demoted and secondary again, b promoted.
     drop(dhcp_a);
