@@ -113,3 +113,46 @@ impl LeaseLog for StoreLeaseLog {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_the_journal_form() {
+        for (kind, state) in [
+            (LeaseRecordKind::Bound, PoolLeaseState::Bound),
+            (LeaseRecordKind::Released, PoolLeaseState::Released),
+            (LeaseRecordKind::Declined, PoolLeaseState::Declined),
+        ] {
+            let record = LeaseRecord {
+                ip: Ipv4Addr::new(10, 0, 0, 7),
+                client: ClientKey(vec![0xff, 1, 2, 3]),
+                kind,
+                until_unix_secs: 1_800_000_123,
+            };
+            let journal = to_journal(record.clone());
+            assert_eq!(journal.state, state);
+            assert_eq!(journal.ipv4, [10, 0, 0, 7]);
+            assert_eq!(from_journal(&journal), record);
+        }
+    }
+
+    #[test]
+    fn write_errors_map_to_what_the_dhcp_server_counts() {
+        assert_eq!(
+            log_error(WriteError::NotReplicated { seq: 4 }),
+            LeaseLogError::NotReplicated
+        );
+        assert_eq!(log_error(WriteError::DriverGone), LeaseLogError::NotPrimary);
+        assert_eq!(
+            log_error(WriteError::Store(StoreError::NotPrimary)),
+            LeaseLogError::NotPrimary
+        );
+        let full = ironroot_store::state::ApplyError::TooManyLeases { max: 1 };
+        assert_eq!(
+            log_error(WriteError::Store(StoreError::Apply(full))),
+            LeaseLogError::Refused
+        );
+    }
+}
