@@ -77,6 +77,8 @@ pub struct Transfer {
     window_started: Instant,
     rto: Rto,
     retries: u32,
+    /// A duplicate ACK has already caused a resend since the last timeout.
+    resent_on_duplicate: bool,
     error_to_send: Option<(ErrorCode, &'static str)>,
     outcome: Option<Outcome>,
     stats: TransferStats,
@@ -122,6 +124,7 @@ impl Transfer {
             window_started: now,
             rto,
             retries: 0,
+            resent_on_duplicate: false,
             error_to_send: None,
             outcome: None,
             stats: TransferStats::default(),
@@ -165,6 +168,7 @@ impl Transfer {
         };
         if acked + 1 == self.base {
             self.stats.duplicate_acks += 1;
+            self.resend_on_duplicate();
             return;
         }
         if let Some((last, last_len)) = self.last.filter(|(last, _)| *last == acked) {
@@ -196,12 +200,28 @@ impl Transfer {
         (acked < self.next).then_some(acked)
     }
 
+    /// A duplicate ACK never causes a send by itself (RFC 1123 §4.2.3.1:
+    /// the sorcerer's apprentice needs a resend per duplicate). But once
+    /// our timer has fired for this window, a duplicate says the client is
+    /// still waiting for it (our resend was lost too, or its ACK was):
+    /// resend at once rather than after the backed-off timeout, at most
+    /// once per timeout, so duplicates can never multiply sends.
+    fn resend_on_duplicate(&mut self) {
+        if self.retries == 0 || self.resent_on_duplicate || self.phase != Phase::Sending {
+            return;
+        }
+        self.resent_on_duplicate = true;
+        self.stats.data_resent += self.next - self.base;
+        self.next = self.base;
+    }
+
     fn progress(&mut self, now: Instant) {
         // Karn's rule: a window that was resent gives no clean sample.
         if self.retries == 0 {
             self.rto.on_sample(now - self.window_started);
         }
         self.retries = 0;
+        self.resent_on_duplicate = false;
         self.window_started = now;
         self.deadline = Some(now + self.rto.current());
     }
@@ -221,6 +241,7 @@ impl Transfer {
             return;
         }
         self.retries += 1;
+        self.resent_on_duplicate = false;
         match self.phase {
             Phase::Negotiating => self.send_oack = true,
             Phase::Sending => {
