@@ -42,6 +42,11 @@ pub fn check(scenario: &Scenario, trace: &RunTrace) -> Verdict {
         }
     }
     violations.extend(resource_order(&trace.resource_events));
+    violations.extend(crate::service_checks::check(
+        scenario,
+        &trace.services,
+        trace.first_fault,
+    ));
     if expect.single_owner {
         for (start, end, holders) in &trace.dual_owner {
             violations.push(format!(

@@ -50,6 +50,8 @@ pub struct Shared {
     /// Operator command channels of the running nodes.
     pub admins: Arc<Mutex<BTreeMap<String, mpsc::Sender<Admin>>>>,
     pub resource_events: Arc<Mutex<Vec<(Instant, String, ResourceEvent)>>>,
+    /// DHCP/TFTP scenarios: stores, peer liveness, what the PXE clients saw.
+    pub services: crate::services::ServicesShared,
 }
 
 impl Shared {
@@ -260,17 +262,21 @@ pub fn add_node(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(name.clone(), admin_tx);
-            let resources: Vec<Box<dyn Resource>> = RESOURCES
-                .iter()
-                .map(|res| {
-                    let start_delay = Duration::from_millis(section.resource_start_ms);
-                    Box::new(SimResource {
-                        name: res,
-                        rt: rt.clone(),
-                        start_delay,
-                    }) as Box<dyn Resource>
-                })
-                .collect();
+            let resources: Vec<Box<dyn Resource>> = if scenario.services.is_some() {
+                crate::services::node_resources(&rt, &scenario, &name, &shared.services).await?
+            } else {
+                RESOURCES
+                    .iter()
+                    .map(|res| {
+                        let start_delay = Duration::from_millis(section.resource_start_ms);
+                        Box::new(SimResource {
+                            name: res,
+                            rt: rt.clone(),
+                            start_delay,
+                        }) as Box<dyn Resource>
+                    })
+                    .collect()
+            };
             let fence = PowerSwitch {
                 rt: rt.clone(),
                 shared: shared.clone(),
@@ -341,6 +347,11 @@ async fn record_events(
         };
         if let Some(recorded) = recorded {
             shared.record(event.at, &host, recorded);
+        }
+        match &event.kind {
+            EventKind::PeerAlive { .. } => shared.services.note_peer(&host, true),
+            EventKind::PeerDead => shared.services.note_peer(&host, false),
+            _ => {}
         }
         if !matches!(
             event.kind,

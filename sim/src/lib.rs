@@ -9,8 +9,11 @@
 
 pub mod check;
 pub mod cluster;
+pub mod pxe;
 pub mod report;
 pub mod scenario;
+pub mod service_checks;
+pub mod services;
 pub mod svg;
 pub mod world;
 

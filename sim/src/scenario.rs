@@ -31,6 +31,9 @@ pub struct ScenarioFile {
     pub cluster: Option<ClusterSection>,
     pub probe: ProbeFile,
     pub expect: ExpectFile,
+    /// Real DHCP and TFTP on the nodes, simulated PXE clients.
+    #[serde(default)]
+    pub services: Option<crate::services::ServicesFile>,
 }
 
 /// The cluster manager's settings for a scenario; unset values take the
@@ -197,6 +200,7 @@ pub struct Scenario {
     pub cluster: Option<ClusterSection>,
     pub probe_interval: Duration,
     pub expect: Expect,
+    pub services: Option<crate::services::Services>,
 }
 
 #[derive(Clone, Debug)]
@@ -320,6 +324,13 @@ impl ScenarioFile {
         if self.probe.interval_ms == 0 {
             return Err(invalid("probe.interval_ms", "must be positive"));
         }
+        let services = match &self.services {
+            Some(_) if self.cluster.is_none() => {
+                return Err(invalid("services", "needs a [cluster] section"))
+            }
+            Some(file) => Some(file.validate(self.duration_ms)?),
+            None => None,
+        };
         Ok(Scenario {
             name: self.name,
             description: self.description,
@@ -338,6 +349,7 @@ impl ScenarioFile {
             cluster: self.cluster.clone(),
             probe_interval: Duration::from_millis(self.probe.interval_ms),
             expect,
+            services,
         })
     }
 
@@ -385,7 +397,10 @@ impl ScenarioFile {
         }
         let witness = self.cluster.as_ref().is_some_and(|c| c.witness);
         let known = |name: &str| {
-            name == CLIENT || (witness && name == WITNESS) || nodes.iter().any(|n| n.name == name)
+            name == CLIENT
+                || (witness && name == WITNESS)
+                || (self.services.is_some() && name == crate::services::PXE)
+                || nodes.iter().any(|n| n.name == name)
         };
         let mut faults = Vec::new();
         let mut last_at = 0;

@@ -77,6 +77,8 @@ pub struct RunTrace {
     pub host_error: Option<String>,
     /// Resource starts/stops and VIP claims per host (cluster scenarios).
     pub resource_events: Vec<(Instant, String, ResourceEvent)>,
+    /// DHCP/TFTP scenarios: what the PXE clients saw, what the stores hold.
+    pub services: crate::services::ServicesTrace,
 }
 
 fn vip_spec(scenario: &Scenario) -> VipSpec {
@@ -126,6 +128,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunTrace {
         }
     }
     add_client(&mut sim, scenario, &segment, &log, &transitions, seed);
+    crate::pxe::add(&mut sim, scenario, &segment, &log, &shared.services, seed);
 
     let mut trace = RunTrace {
         seed,
@@ -136,6 +139,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunTrace {
         first_fault: None,
         host_error: None,
         resource_events: Vec::new(),
+        services: Default::default(),
     };
     let mut world = World {
         sim: &mut sim,
@@ -156,6 +160,13 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunTrace {
         .unwrap_or_else(|p| p.into_inner());
     trace.resource_events = std::mem::take(&mut *events);
     drop(events);
+    if scenario.services.is_some() {
+        let owner = segment
+            .holders(scenario.vip, now_of(&sim))
+            .first()
+            .map(|addr| host_name(&sim, *addr));
+        trace.services = crate::services::collect(&shared.services, owner.as_deref());
+    }
     trace
 }
 
@@ -251,6 +262,12 @@ impl World<'_, '_> {
             .map(|n| n.name.clone())
             .chain([CLIENT.to_owned()])
             .chain(witness.then(|| WITNESS.to_owned()))
+            .chain(
+                self.scenario
+                    .services
+                    .is_some()
+                    .then(|| crate::services::PXE.to_owned()),
+            )
             .collect()
     }
 

@@ -1,7 +1,8 @@
 //! End to end in network namespaces: two `ironrootd` nodes and a witness on
 //! one segment, and a client namespace that gets its address by DHCP
 //! (busybox udhcpc), fetches a boot file by TFTP (atftp) and reads its root
-//! by NFS (libnfs) through the VIP. Then the active node dies.
+//! by NFS (libnfs) through the VIP, and two clients that get pool
+//! addresses. Then the active node dies: the survivor keeps the pool lease.
 
 // Real processes over real links: this test measures real time.
 #![allow(clippy::disallowed_methods)]
@@ -15,6 +16,9 @@ use ironroot_tests::{have, is_root, require, wait_for, workspace_bin, Daemon, Ne
 const VIP: &str = "10.77.0.10";
 const CLIENT_MAC: &str = "52:54:00:00:77:42";
 const CLIENT_IP: &str = "10.77.0.50";
+/// Two clients without a reservation, served from the dynamic pool.
+const POOL_MACS: [&str; 2] = ["52:54:00:00:77:61", "52:54:00:00:77:62"];
+const POOL_START: &str = "10.77.0.100";
 const KEY: &str = "8d3c0b7e1f2a4d5c6b7a8998a7b6c5d4e3f201f2e3d4c5b6a79881726354a5b6";
 
 /// The two-node + witness cluster of this test; per-node paths under `node_dir`.
@@ -36,7 +40,7 @@ fn config(dir: &Path, node_dir: &Path) -> String {
         handle_key_file: dir.join("handle.key"),
         admin_socket: node_dir.join("admin.sock"),
         metrics_listen: "0.0.0.0:9450".into(),
-        extra: String::new(),
+        extra: format!("[dhcp.pool]\nstart = \"{POOL_START}\"\nend = \"10.77.0.103\"\n"),
     }
     .render()
 }
@@ -59,6 +63,7 @@ struct Cluster {
     nodes: Vec<Node>,
     witness: Option<Daemon>,
     client: usize,
+    pool_clients: [usize; 2],
     ironrootd: PathBuf,
     ironroot: PathBuf,
     _dir: tempfile::TempDir,
@@ -73,6 +78,10 @@ impl Cluster {
         let b = segment.add_host("b", Some("10.77.0.2/24"), None)?;
         let w = segment.add_host("w", Some("10.77.0.3/24"), None)?;
         let client = segment.add_host("c", None, Some(CLIENT_MAC))?;
+        let pool_clients = [
+            segment.add_host("p1", None, Some(POOL_MACS[0]))?,
+            segment.add_host("p2", None, Some(POOL_MACS[1]))?,
+        ];
         let ironrootd = workspace_bin("ironrootd")?;
         let ironroot = workspace_bin("ironroot")?;
         let mut nodes = Vec::new();
@@ -95,6 +104,7 @@ impl Cluster {
             nodes,
             witness: None,
             client,
+            pool_clients,
             ironrootd,
             ironroot,
             _dir: dir,
@@ -184,13 +194,29 @@ impl Cluster {
 
     /// busybox udhcpc in the client namespace; what its script printed.
     fn udhcpc(&self, script: &str) -> Result<String> {
+        self.udhcpc_in(self.client, script)
+    }
+
+    /// busybox udhcpc in the namespace of host `host`.
+    fn udhcpc_in(&self, host: usize, script: &str) -> Result<String> {
         let args = [
             "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", script,
         ];
         let output = self
-            .client()
+            .segment
+            .host(host)
             .output("busybox", &args, Duration::from_secs(30))?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The address a pool client was given (udhcpc script output).
+    fn pool_address(&self, which: usize, script: &str) -> Result<String> {
+        let out = self.udhcpc_in(self.pool_clients[which], script)?;
+        out.lines()
+            .find_map(|line| line.strip_prefix("ip="))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+            .with_context(|| format!("pool client {which} got no address: {out}\n{}", self.logs()))
     }
 
     /// atftp fetches `file` from the VIP in the client namespace.
@@ -310,6 +336,10 @@ fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
         cluster.logs()
     );
 
+    // A pool lease: ACKed only once the standby's journal holds it.
+    let pool_ip = cluster.pool_address(0, &script)?;
+    assert_eq!(pool_ip, POOL_START);
+
     // TFTP from the VIP.
     assert_eq!(cluster.tftp_get("hello.txt")?, b"boot file\n");
 
@@ -344,6 +374,12 @@ fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
         "{dhcp_out}"
     );
     assert_eq!(cluster.tftp_get("hello.txt")?, b"boot file\n");
+    // The survivor's DHCP server started from the replicated leases: a new
+    // client does not get the first pool client's address (the lowest free
+    // one, had the lease been lost), and its owner keeps it.
+    let other_ip = cluster.pool_address(1, &script)?;
+    assert_ne!(other_ip, pool_ip, "the pool lease was lost in the failover");
+    assert_eq!(cluster.pool_address(0, &script)?, pool_ip);
     let status = cluster.cli(standby, &["status"])?;
     assert_eq!(status["data"]["role"], "active", "{status}");
     assert_eq!(status["data"]["peer"]["state"], "dead", "{status}");

@@ -82,7 +82,9 @@ where
     let mut timer = Box::pin(sleep_optional(&runtime, timer_deadline));
     loop {
         while let Some(outgoing) = server.poll_transmit() {
-            if !send(&socket, &outgoing).await {
+            if send(&socket, &outgoing).await {
+                server.note_sent();
+            } else {
                 server.note_send_failed();
             }
         }

@@ -98,6 +98,19 @@ impl Pool {
         (self.start..=self.end).contains(&u32::from(ip))
     }
 
+    /// Addresses in the range.
+    pub fn size(&self) -> u64 {
+        u64::from(self.end - self.start) + 1
+    }
+
+    /// Entries offered, bound or quarantined at `now`.
+    pub fn in_use(&self, now: Instant) -> usize {
+        self.leases
+            .values()
+            .filter(|lease| lease.is_active(now))
+            .count()
+    }
+
     pub fn lease(&self, ip: Ipv4Addr) -> Option<&Lease> {
         self.leases.get(&ip)
     }
@@ -461,6 +474,10 @@ pub enum LeaseLogError {
     NotReplicated,
     #[error("journal I/O failed: {kind:?}")]
     Io { kind: std::io::ErrorKind },
+    #[error("this node's journal is not the primary")]
+    NotPrimary,
+    #[error("the journal refused the records (a limit of the lease table)")]
+    Refused,
 }
 
 /// Where leases are made durable (the store's replicated journal in

@@ -21,7 +21,7 @@ pub mod server;
 pub mod wire;
 
 pub use config::{ArchFile, BootConfig, Config, ConfigError, Limits, Mode, PoolConfig};
-pub use counters::Counters;
+pub use counters::{Counters, SharedCounters};
 pub use driver::{serve, DriverOptions};
 pub use leases::{
     LeaseLog, LeaseLogError, LeaseRecord, LeaseRecordKind, LeaseWrite, LeaseWriteId,

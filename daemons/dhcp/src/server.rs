@@ -16,7 +16,10 @@ use dhcproto::v4::MessageType;
 use ironroot_net::Instant;
 
 use crate::config::{Config, ConfigError, Mode};
-use crate::counters::Counters;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::counters::{add, bump, Counters, SharedCounters};
 use crate::leases::{
     after_secs, LeaseRecord, LeaseRecordKind, LeaseState, LeaseWrite, LeaseWriteId, Pool, PoolError,
 };
@@ -62,7 +65,7 @@ pub struct DhcpServer<G: Registry> {
     config: Config,
     registry: G,
     pool: Option<Pool>,
-    counters: Counters,
+    counters: Arc<SharedCounters>,
     transmits: VecDeque<Outgoing>,
     unwritten: VecDeque<Unwritten>,
     in_flight: BTreeMap<LeaseWriteId, Vec<HeldAck>>,
@@ -87,11 +90,14 @@ impl<G: Registry> DhcpServer<G> {
             }
             _ => None,
         };
+        let counters: Arc<SharedCounters> = Arc::default();
+        let size = pool.as_ref().map_or(0, Pool::size);
+        counters.pool_addresses.store(size, Ordering::Relaxed);
         Ok(DhcpServer {
             config,
             registry,
             pool,
-            counters: Counters::default(),
+            counters,
             transmits: VecDeque::new(),
             unwritten: VecDeque::new(),
             in_flight: BTreeMap::new(),
@@ -106,8 +112,35 @@ impl<G: Registry> DhcpServer<G> {
         &self.config
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    /// The counters now.
+    pub fn counters(&self) -> Counters {
+        self.counters.snapshot()
+    }
+
+    /// The live counters, to read while the driver owns the server.
+    pub fn shared_counters(&self) -> Arc<SharedCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Count into `counters` (kept across restarts of the service) instead
+    /// of this server's own.
+    pub fn with_counters(mut self, counters: Arc<SharedCounters>) -> DhcpServer<G> {
+        let size = self.counters.pool_addresses.load(Ordering::Relaxed);
+        counters.pool_addresses.store(size, Ordering::Relaxed);
+        self.counters = counters;
+        self
+    }
+
+    /// The driver handed a reply to the socket.
+    pub fn note_sent(&mut self) {
+        bump(&self.counters.replies_sent);
+    }
+
+    fn refresh_pool_gauge(&self, now: Instant) {
+        let in_use = self.pool.as_ref().map_or(0, |pool| pool.in_use(now));
+        self.counters
+            .pool_addresses_in_use
+            .store(in_use as u64, Ordering::Relaxed);
     }
 
     pub fn pool(&self) -> Option<&Pool> {
@@ -120,7 +153,7 @@ impl<G: Registry> DhcpServer<G> {
 
     /// The driver could not send a reply.
     pub fn note_send_failed(&mut self) {
-        self.counters.send_failures += 1;
+        bump(&self.counters.send_failures);
     }
 
     /// ACKs waiting for their lease write.
@@ -162,6 +195,7 @@ impl<G: Registry> DhcpServer<G> {
             };
             pool.restore(now, record.ip, &record.client, state);
         }
+        self.refresh_pool_gauge(now);
     }
 
     /// Process one datagram and return every reply ready to send (including
@@ -173,7 +207,7 @@ impl<G: Registry> DhcpServer<G> {
 
     /// Process one datagram; replies go to [`DhcpServer::poll_transmit`].
     pub fn handle_datagram(&mut self, now: Instant, incoming: Incoming<'_>) {
-        self.counters.received += 1;
+        bump(&self.counters.received);
         let request = match decode_request(incoming.bytes, self.config.limits.datagram_bytes_max) {
             Ok(request) => request,
             Err(error) => {
@@ -183,7 +217,7 @@ impl<G: Registry> DhcpServer<G> {
             }
         };
         if !self.on_our_subnet(request.giaddr) {
-            self.counters.ignored_foreign_subnet += 1;
+            bump(&self.counters.ignored_foreign_subnet);
             return;
         }
         match self.config.mode {
@@ -195,7 +229,7 @@ impl<G: Registry> DhcpServer<G> {
                 MessageType::Release => self.handle_release(&request),
                 MessageType::Inform => self.handle_inform(&request),
                 // The decoder admits only the five types above.
-                _ => self.counters.dropped_malformed += 1,
+                _ => bump(&self.counters.dropped_malformed),
             },
         }
     }
@@ -215,10 +249,10 @@ impl<G: Registry> DhcpServer<G> {
     }
 
     fn handle_discover(&mut self, now: Instant, request: &Request) {
-        self.counters.discovers += 1;
+        bump(&self.counters.discovers);
         let (yiaddr, lease_secs, reservation) = match self.binding(request) {
             None => {
-                self.counters.ignored_unknown_client += 1;
+                bump(&self.counters.ignored_unknown_client);
                 return;
             }
             Some(Binding::Reserved(reservation)) => (
@@ -231,7 +265,7 @@ impl<G: Registry> DhcpServer<G> {
                 None => return,
             },
         };
-        self.counters.offers += 1;
+        bump(&self.counters.offers);
         self.reply(
             request,
             MessageType::Offer,
@@ -260,11 +294,11 @@ impl<G: Registry> DhcpServer<G> {
         match result {
             Ok(ip) => Some(ip),
             Err(PoolError::TableFull { .. }) => {
-                self.counters.lease_table_full += 1;
+                bump(&self.counters.lease_table_full);
                 None
             }
             Err(_) => {
-                self.counters.pool_exhausted += 1;
+                bump(&self.counters.pool_exhausted);
                 None
             }
         }
@@ -277,13 +311,13 @@ impl<G: Registry> DhcpServer<G> {
     /// RFC 2131 §4.3.2: SELECTING (option 54 + 50), INIT-REBOOT (50, no 54),
     /// RENEWING/REBINDING (ciaddr).
     fn handle_request(&mut self, now: Instant, request: &Request) {
-        self.counters.requests += 1;
+        bump(&self.counters.requests);
         if let Some(server_id) = request.server_id() {
             if server_id != self.config.vip {
                 if let Some(pool) = self.pool.as_mut() {
                     pool.withdraw_offer(&request.client_key);
                 }
-                self.counters.ignored_other_server += 1;
+                bump(&self.counters.ignored_other_server);
                 return;
             }
         }
@@ -291,14 +325,14 @@ impl<G: Registry> DhcpServer<G> {
             .requested_ip()
             .or_else(|| (!request.ciaddr.is_unspecified()).then_some(request.ciaddr));
         let Some(wanted) = wanted else {
-            self.counters.ignored_incomplete += 1;
+            bump(&self.counters.ignored_incomplete);
             return;
         };
         match self.binding(request) {
-            None => self.counters.ignored_unknown_client += 1,
+            None => bump(&self.counters.ignored_unknown_client),
             Some(Binding::Reserved(reservation)) => {
                 if wanted == reservation.ip {
-                    self.counters.acks += 1;
+                    bump(&self.counters.acks);
                     let lease_secs = self.config.reservation_lease_secs;
                     self.reply(
                         request,
@@ -326,7 +360,7 @@ impl<G: Registry> DhcpServer<G> {
         }
         if self.pending_acks >= self.config.limits.pending_acks_max {
             // The client retransmits; better than an unbounded queue.
-            self.counters.pending_acks_full += 1;
+            bump(&self.counters.pending_acks_full);
             return;
         }
         let lease_secs = self.pool_lease_secs();
@@ -338,7 +372,7 @@ impl<G: Registry> DhcpServer<G> {
         match pool.bind(now, &request.client_key, wanted, expires) {
             Ok(()) => {}
             Err(PoolError::TableFull { .. }) => {
-                self.counters.lease_table_full += 1;
+                bump(&self.counters.lease_table_full);
                 return;
             }
             Err(_) => {
@@ -350,11 +384,11 @@ impl<G: Registry> DhcpServer<G> {
         let ack = match reply::build(&self.config, request, &spec) {
             Ok(ack) => ack,
             Err(_) => {
-                self.counters.reply_too_long += 1;
+                bump(&self.counters.reply_too_long);
                 return;
             }
         };
-        self.counters.acks += 1;
+        bump(&self.counters.acks);
         self.pending_acks += 1;
         let record = LeaseRecord {
             ip: wanted,
@@ -374,18 +408,18 @@ impl<G: Registry> DhcpServer<G> {
     }
 
     fn handle_decline(&mut self, now: Instant, request: &Request) {
-        self.counters.declines += 1;
+        bump(&self.counters.declines);
         if request.server_id().is_some_and(|id| id != self.config.vip) {
-            self.counters.ignored_other_server += 1;
+            bump(&self.counters.ignored_other_server);
             return;
         }
         let Some(ip) = request.requested_ip() else {
-            self.counters.ignored_incomplete += 1;
+            bump(&self.counters.ignored_incomplete);
             return;
         };
         if let Some(Binding::Reserved(reservation)) = self.binding(request) {
             tracing::warn!(ip = %ip, name = %reservation.name, "client declined its reserved address");
-            self.counters.declines_of_reserved += 1;
+            bump(&self.counters.declines_of_reserved);
             return;
         }
         let quarantine_secs = self
@@ -409,9 +443,9 @@ impl<G: Registry> DhcpServer<G> {
     }
 
     fn handle_release(&mut self, request: &Request) {
-        self.counters.releases += 1;
+        bump(&self.counters.releases);
         if request.server_id().is_some_and(|id| id != self.config.vip) {
-            self.counters.ignored_other_server += 1;
+            bump(&self.counters.ignored_other_server);
             return;
         }
         let ip = request.ciaddr;
@@ -435,7 +469,7 @@ impl<G: Registry> DhcpServer<G> {
         if self.unwritten.len() >= self.config.limits.pending_acks_max {
             // Losing a release or decline record is safe: the standby then
             // thinks the address is still held, never that it is free.
-            self.counters.pending_acks_full += 1;
+            bump(&self.counters.pending_acks_full);
             return;
         }
         self.unwritten.push_back(Unwritten {
@@ -451,16 +485,16 @@ impl<G: Registry> DhcpServer<G> {
 
     /// RFC 2131 §4.3.5: configuration only, no address, no lease time.
     fn handle_inform(&mut self, request: &Request) {
-        self.counters.informs += 1;
+        bump(&self.counters.informs);
         let reservation = match self.binding(request) {
             None => {
-                self.counters.ignored_unknown_client += 1;
+                bump(&self.counters.ignored_unknown_client);
                 return;
             }
             Some(Binding::Reserved(reservation)) => Some(reservation),
             Some(Binding::Pool) => None,
         };
-        self.counters.acks += 1;
+        bump(&self.counters.acks);
         let mut spec = self.spec(
             request,
             MessageType::Ack,
@@ -481,16 +515,16 @@ impl<G: Registry> DhcpServer<G> {
             (MessageType::Discover, false) => MessageType::Offer,
             (MessageType::Request | MessageType::Inform, true) => MessageType::Ack,
             _ => {
-                self.counters.ignored_by_proxy += 1;
+                bump(&self.counters.ignored_by_proxy);
                 return;
             }
         };
         if !pxe::is_pxe_client(request) && !pxe::is_ipxe(request) {
-            self.counters.ignored_by_proxy += 1;
+            bump(&self.counters.ignored_by_proxy);
             return;
         }
         let Some(Binding::Reserved(reservation)) = self.binding(request) else {
-            self.counters.ignored_unknown_client += 1;
+            bump(&self.counters.ignored_unknown_client);
             return;
         };
         let mut spec = self.spec(
@@ -506,8 +540,8 @@ impl<G: Registry> DhcpServer<G> {
             spec.reply_to_sender = Some(incoming.peer);
         }
         match answer {
-            MessageType::Offer => self.counters.offers += 1,
-            _ => self.counters.acks += 1,
+            MessageType::Offer => bump(&self.counters.offers),
+            _ => bump(&self.counters.acks),
         }
         self.send(request, &spec);
     }
@@ -557,7 +591,7 @@ impl<G: Registry> DhcpServer<G> {
     }
 
     fn nak(&mut self, request: &Request, message: &str) {
-        self.counters.naks += 1;
+        bump(&self.counters.naks);
         let spec = ReplySpec {
             message_type: MessageType::Nak,
             yiaddr: Ipv4Addr::UNSPECIFIED,
@@ -576,14 +610,14 @@ impl<G: Registry> DhcpServer<G> {
             Ok(outgoing) => self.push_transmit(outgoing),
             Err(error) => {
                 tracing::debug!(%error, "reply not sent");
-                self.counters.reply_too_long += 1;
+                bump(&self.counters.reply_too_long);
             }
         }
     }
 
     fn push_transmit(&mut self, outgoing: Outgoing) {
         if self.transmits.len() >= self.config.limits.transmits_max {
-            self.counters.transmits_full += 1;
+            bump(&self.counters.transmits_full);
             return;
         }
         self.transmits.push_back(outgoing);
@@ -615,8 +649,8 @@ impl<G: Registry> DhcpServer<G> {
             acks.extend(unwritten.ack);
         }
         self.in_flight.insert(id, acks);
-        self.counters.lease_writes += 1;
-        self.counters.lease_records += records.len() as u64;
+        bump(&self.counters.lease_writes);
+        add(&self.counters.lease_records, records.len() as u64);
         Some(LeaseWrite { id, records })
     }
 
@@ -630,7 +664,7 @@ impl<G: Registry> DhcpServer<G> {
         let ack_delay_max = Duration::from_millis(self.config.limits.ack_delay_ms_max);
         for ack in acks {
             if now - ack.bound_at > ack_delay_max {
-                self.counters.acks_dropped_late += 1;
+                bump(&self.counters.acks_dropped_late);
                 continue;
             }
             // A RELEASE or DECLINE may have overtaken the write.
@@ -642,7 +676,7 @@ impl<G: Registry> DhcpServer<G> {
                 })
             });
             if !still_bound {
-                self.counters.acks_dropped_stale += 1;
+                bump(&self.counters.acks_dropped_stale);
                 continue;
             }
             self.push_transmit(ack.outgoing);
@@ -656,8 +690,8 @@ impl<G: Registry> DhcpServer<G> {
             return;
         };
         self.pending_acks -= acks.len();
-        self.counters.lease_write_failures += 1;
-        self.counters.acks_dropped_unwritten += acks.len() as u64;
+        bump(&self.counters.lease_write_failures);
+        add(&self.counters.acks_dropped_unwritten, acks.len() as u64);
     }
 
     /// When [`DhcpServer::handle_timeout`] next has work. Expiry itself is
@@ -677,6 +711,7 @@ impl<G: Registry> DhcpServer<G> {
         if let Some(pool) = self.pool.as_mut() {
             pool.purge_expired(now);
         }
+        self.refresh_pool_gauge(now);
     }
 }
 

@@ -205,6 +205,8 @@ impl IronrootFile {
         self.dhcp
             .validate()
             .map_err(|e| invalid("dhcp", e.to_string()))?;
+        check_dhcp_fits_the_journal(&self.dhcp)
+            .map_err(|(path, message)| invalid(path, message))?;
         if self.dhcp.vip != cluster.vip.addr {
             return Err(invalid(
                 "dhcp.vip",
@@ -305,6 +307,31 @@ pub fn read_key(path: &Path) -> Result<[u8; 32], String> {
     Ok(key)
 }
 
+/// Pool leases go through the store's journal: a batch must fit one entry
+/// and every pool address must fit the store's lease table.
+fn check_dhcp_fits_the_journal(dhcp: &ironroot_dhcp::Config) -> Result<(), (&'static str, String)> {
+    use ironroot_store::journal::LEASES_PER_ENTRY_MAX;
+    use ironroot_store::state::LEASES_MAX;
+    let batch = dhcp.limits.lease_records_per_write_max;
+    if batch > LEASES_PER_ENTRY_MAX {
+        return Err((
+            "dhcp.limits.lease_records_per_write_max",
+            format!("{batch} exceeds the journal's {LEASES_PER_ENTRY_MAX} leases per entry"),
+        ));
+    }
+    if let Some(pool) = &dhcp.pool {
+        let size =
+            u64::from(u32::from(pool.end)).saturating_sub(u64::from(u32::from(pool.start))) + 1;
+        if size > LEASES_MAX as u64 {
+            return Err((
+                "dhcp.pool",
+                format!("{size} addresses exceed the store's {LEASES_MAX} recorded leases"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +387,17 @@ mod tests {
         assert_eq!(
             error,
             "ironroot.toml: dhcp.vip: 192.0.2.11 differs from cluster.vip.addr 192.0.2.10"
+        );
+
+        let mut file = IronrootFile::parse(&text, "ironroot.toml").expect("parses");
+        file.dhcp.limits.lease_records_per_write_max = 5000;
+        let error = file
+            .node("ctl-a", "ironroot.toml")
+            .expect_err("batch larger than a journal entry")
+            .to_string();
+        assert_eq!(
+            error,
+            "ironroot.toml: dhcp.limits.lease_records_per_write_max: 5000 exceeds the journal's 4096 leases per entry"
         );
 
         let missing_key = EXAMPLE.replace("/etc/ironroot/handle.key", "/nonexistent/handle.key");

@@ -12,6 +12,7 @@ pub mod boottree;
 pub mod config;
 pub mod diff;
 pub mod handler;
+pub mod leaselog;
 pub mod metrics;
 pub mod node;
 pub mod reload;

@@ -150,6 +150,183 @@ where
     stream.shutdown().await
 }
 
+// ---- DHCP and TFTP ----
+
+/// The DHCP server's counters as samples.
+pub fn dhcp_samples(c: &ironroot_dhcp::Counters) -> Vec<Sample> {
+    const REQUESTS: &str = "ironroot_dhcp_requests_total";
+    const REQUESTS_HELP: &str = "DHCP messages received, by message type.";
+    const REPLIES: &str = "ironroot_dhcp_replies_total";
+    const REPLIES_HELP: &str =
+        "DHCP replies built, by message type (pool ACKs wait for their lease write).";
+    const DROPS: &str = "ironroot_dhcp_dropped_total";
+    const DROPS_HELP: &str = "DHCP messages dropped or ignored without a reply, by reason.";
+    const LEASES: &str = "ironroot_dhcp_lease_acks_dropped_total";
+    const LEASES_HELP: &str = "Pool ACKs not sent, by why their lease write did not release them.";
+    let mut samples = vec![
+        Sample::counter(
+            "ironroot_dhcp_datagrams_total",
+            "DHCP datagrams received.",
+            c.received,
+        ),
+        Sample::counter(
+            "ironroot_dhcp_replies_sent_total",
+            "DHCP replies handed to the socket.",
+            c.replies_sent,
+        ),
+        Sample::counter(
+            "ironroot_dhcp_lease_writes_total",
+            "Journal writes of pool leases (each one group commit).",
+            c.lease_writes,
+        ),
+        Sample::counter(
+            "ironroot_dhcp_lease_records_total",
+            "Pool lease records written to the journal.",
+            c.lease_records,
+        ),
+        Sample::counter(
+            "ironroot_dhcp_lease_write_failures_total",
+            "Journal writes of pool leases that failed.",
+            c.lease_write_failures,
+        ),
+        Sample::gauge(
+            "ironroot_dhcp_pool_addresses",
+            "Addresses in the dynamic pool.",
+            c.pool_addresses as f64,
+        ),
+        Sample::gauge(
+            "ironroot_dhcp_pool_addresses_in_use",
+            "Pool addresses offered, bound or quarantined (as of the last lease table tidy).",
+            c.pool_addresses_in_use as f64,
+        ),
+    ];
+    for (kind, value) in [
+        ("discover", c.discovers),
+        ("request", c.requests),
+        ("decline", c.declines),
+        ("release", c.releases),
+        ("inform", c.informs),
+    ] {
+        samples.push(Sample::counter(REQUESTS, REQUESTS_HELP, value).label("type", kind));
+    }
+    for (kind, value) in [("offer", c.offers), ("ack", c.acks), ("nak", c.naks)] {
+        samples.push(Sample::counter(REPLIES, REPLIES_HELP, value).label("type", kind));
+    }
+    for (reason, value) in [
+        ("truncated", c.dropped_truncated),
+        ("malformed", c.dropped_malformed),
+        ("too_long", c.dropped_too_long),
+        ("foreign_subnet", c.ignored_foreign_subnet),
+        ("unknown_client", c.ignored_unknown_client),
+        ("other_server", c.ignored_other_server),
+        ("incomplete", c.ignored_incomplete),
+        ("not_for_proxy", c.ignored_by_proxy),
+        ("pool_exhausted", c.pool_exhausted),
+        ("lease_table_full", c.lease_table_full),
+        ("pending_acks_full", c.pending_acks_full),
+        ("transmits_full", c.transmits_full),
+        ("reply_too_long", c.reply_too_long),
+        ("send_failed", c.send_failures),
+        ("declined_reserved", c.declines_of_reserved),
+    ] {
+        samples.push(Sample::counter(DROPS, DROPS_HELP, value).label("reason", reason));
+    }
+    for (reason, value) in [
+        ("write_failed", c.acks_dropped_unwritten),
+        ("late", c.acks_dropped_late),
+        ("released_meanwhile", c.acks_dropped_stale),
+    ] {
+        samples.push(Sample::counter(LEASES, LEASES_HELP, value).label("reason", reason));
+    }
+    samples
+}
+
+/// The TFTP server's counters as samples; `active` transfers run now.
+pub fn tftp_samples(t: &ironroot_tftp::CountersSnapshot, active: usize) -> Vec<Sample> {
+    const ENDED: &str = "ironroot_tftp_transfers_ended_total";
+    const ENDED_HELP: &str = "TFTP transfers ended, by outcome.";
+    const ERRORS: &str = "ironroot_tftp_errors_total";
+    const ERRORS_HELP: &str = "TFTP requests refused or dropped, by reason.";
+    let failed = t.transfers_client_error
+        + t.transfers_timed_out
+        + t.transfers_read_failed
+        + t.transfers_aborted;
+    let mut samples = vec![
+        Sample::counter("ironroot_tftp_requests_total", "TFTP requests received.", t.requests),
+        Sample::counter(
+            "ironroot_tftp_transfers_started_total",
+            "TFTP read transfers admitted.",
+            t.transfers_started,
+        ),
+        Sample::counter(
+            "ironroot_tftp_transfers_completed_total",
+            "TFTP transfers completed.",
+            t.transfers_completed,
+        ),
+        Sample::counter(
+            "ironroot_tftp_transfers_failed_total",
+            "TFTP transfers that ended without the whole file acknowledged (client error, timeout, read error, shutdown).",
+            failed,
+        ),
+        Sample::gauge(
+            "ironroot_tftp_transfers_active",
+            "TFTP transfers running now.",
+            active as f64,
+        ),
+        Sample::counter(
+            "ironroot_tftp_data_bytes_sent_total",
+            "TFTP DATA payload bytes sent, retransmissions included.",
+            t.data_bytes_sent,
+        ),
+        Sample::counter(
+            "ironroot_tftp_file_bytes_completed_total",
+            "Bytes of the files of completed TFTP transfers.",
+            t.file_bytes_completed,
+        ),
+        Sample::counter(
+            "ironroot_tftp_data_blocks_sent_total",
+            "TFTP DATA blocks sent for the first time.",
+            t.data_sent,
+        ),
+        Sample::counter(
+            "ironroot_tftp_retransmits_total",
+            "TFTP DATA blocks sent again (timeouts and rewinds).",
+            t.data_resent,
+        ),
+        Sample::counter(
+            "ironroot_tftp_timeouts_total",
+            "TFTP retransmission timeouts.",
+            t.timeouts,
+        ),
+    ];
+    for (outcome, value) in [
+        ("completed", t.transfers_completed),
+        ("declined_after_oack", t.transfers_declined),
+        ("client_error", t.transfers_client_error),
+        ("timed_out", t.transfers_timed_out),
+        ("read_failed", t.transfers_read_failed),
+        ("aborted", t.transfers_aborted),
+    ] {
+        samples.push(Sample::counter(ENDED, ENDED_HELP, value).label("outcome", outcome));
+    }
+    for (reason, value) in [
+        ("malformed", t.malformed_dropped + t.malformed_refused),
+        ("write_refused", t.write_refused),
+        ("mode_refused", t.mode_refused),
+        ("path_refused", t.path_refused),
+        ("not_found", t.not_found),
+        ("read_refused", t.read_refused),
+        ("busy", t.busy_dropped),
+        ("duplicate_request", t.duplicate_requests),
+        ("unknown_tid", t.unknown_tid),
+        ("timed_out", t.transfers_timed_out),
+        ("send_failed", t.send_errors),
+    ] {
+        samples.push(Sample::counter(ERRORS, ERRORS_HELP, value).label("reason", reason));
+    }
+    samples
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -223,8 +223,23 @@ fn tftp_service(rt: &TokioRuntime, server: &Arc<TftpServer>) -> Service {
     )
 }
 
-fn dhcp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore) -> Service {
+/// The DHCP service: a new server at every start (after the store's
+/// promotion), so it starts from the pool leases replicated to this node;
+/// its leases are written through the replicated journal; its counters
+/// outlive it.
+fn dhcp_service(
+    rt: &TokioRuntime,
+    settings: &NodeSettings,
+    store: &SharedStore,
+    replication: &Replication,
+    counters: &Arc<ironroot_dhcp::SharedCounters>,
+) -> Service {
     let (rt, config, store) = (rt.clone(), settings.dhcp.clone(), Arc::clone(store));
+    let log = Arc::new(crate::leaselog::StoreLeaseLog::new(
+        Arc::clone(&store),
+        replication.clone(),
+    ));
+    let counters = Arc::clone(counters);
     let device = Some(settings.cluster.vip.interface.clone());
     Service::new(
         "dhcp",
@@ -235,13 +250,13 @@ fn dhcp_service(rt: &TokioRuntime, settings: &NodeSettings, store: &SharedStore)
                 Arc::clone(&store),
                 device.clone(),
             );
+            let (log, counters) = (Arc::clone(&log), Arc::clone(&counters));
             Box::pin(async move {
                 let server = ironroot_dhcp::DhcpServer::new(config, StoreRegistry(store))
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
+                    .with_counters(counters);
                 let proxy = matches!(server.config().mode, ironroot_dhcp::Mode::Proxy);
                 let options = ironroot_dhcp::DriverOptions::standard(proxy, device);
-                // Leases of the dynamic pool are kept in memory on this node.
-                let log = Arc::new(ironroot_dhcp::leases::MemoryLeaseLog::default());
                 let serve: ironroot_net::resource::BoxFuture<'static, std::io::Result<()>> =
                     Box::pin(async move {
                         ironroot_dhcp::serve(rt, server, log, options, std::future::pending())
@@ -417,9 +432,19 @@ pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> a
     };
     let nfs = nfs_server(&settings, &store);
     let tftp = tftp_server(&settings, &store);
+    let dhcp_counters = Arc::new(ironroot_dhcp::SharedCounters::default());
     let counters: Arc<dyn Fn() -> Vec<crate::metrics::Sample> + Send + Sync> = {
         let (nfs, tftp) = (Arc::clone(&nfs), Arc::clone(&tftp));
-        Arc::new(move || service_samples(&nfs, &tftp))
+        let dhcp = Arc::clone(&dhcp_counters);
+        Arc::new(move || {
+            let mut samples = service_samples(&nfs);
+            samples.extend(crate::metrics::dhcp_samples(&dhcp.snapshot()));
+            samples.extend(crate::metrics::tftp_samples(
+                &tftp.counters().snapshot(),
+                tftp.active(),
+            ));
+            samples
+        })
     };
     let resources: Vec<Box<dyn Resource>> = vec![
         Box::new(StoreResource::new(
@@ -431,7 +456,13 @@ pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> a
         )),
         Box::new(nfs_service(&rt, &nfs)),
         Box::new(tftp_service(&rt, &tftp)),
-        Box::new(dhcp_service(&rt, &settings, &store)),
+        Box::new(dhcp_service(
+            &rt,
+            &settings,
+            &store,
+            &replication,
+            &dhcp_counters,
+        )),
     ];
     let (events_tx, events_rx) = mpsc::channel(1024);
     let (admin_tx, admin_rx) = mpsc::channel(8);
@@ -521,8 +552,8 @@ async fn spawn_metrics(
     Ok(())
 }
 
-/// NFS and TFTP counters as metrics.
-fn service_samples(nfs: &NfsServer, tftp: &TftpServer) -> Vec<crate::metrics::Sample> {
+/// NFS counters as metrics (DHCP and TFTP: [`crate::metrics`]).
+fn service_samples(nfs: &NfsServer) -> Vec<crate::metrics::Sample> {
     use crate::metrics::Sample;
     use std::sync::atomic::Ordering::Relaxed;
     let c = nfs.counters();
@@ -547,33 +578,6 @@ fn service_samples(nfs: &NfsServer, tftp: &TftpServer) -> Vec<crate::metrics::Sa
                 "ironroot_nfs_errors_total",
                 "NFS calls refused or dropped, by reason.",
                 value.load(Relaxed),
-            )
-            .label("reason", reason),
-        );
-    }
-    let t = tftp.counters().snapshot();
-    samples.push(Sample::counter(
-        "ironroot_tftp_requests_total",
-        "TFTP requests received.",
-        t.requests,
-    ));
-    samples.push(Sample::counter(
-        "ironroot_tftp_transfers_completed_total",
-        "TFTP transfers completed.",
-        t.transfers_completed,
-    ));
-    for (reason, value) in [
-        ("malformed", t.malformed_dropped + t.malformed_refused),
-        ("write_refused", t.write_refused),
-        ("not_found", t.not_found),
-        ("busy", t.busy_dropped),
-        ("timed_out", t.transfers_timed_out),
-    ] {
-        samples.push(
-            Sample::counter(
-                "ironroot_tftp_errors_total",
-                "TFTP requests refused or transfers failed, by reason.",
-                value,
             )
             .label("reason", reason),
         );

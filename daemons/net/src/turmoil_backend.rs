@@ -469,11 +469,24 @@ impl Runtime for SimRuntime {
     type Vip = SimVip;
 
     async fn bind_udp(&self, bind: UdpBind) -> io::Result<SimUdp> {
-        let socket = turmoil::net::UdpSocket::bind(bind.addr).await?;
+        // turmoil binds only the unspecified address or loopback: a socket
+        // bound to another address (a VIP, bound with IP_FREEBIND by the
+        // tokio backend) binds the port on every address and keeps only
+        // datagrams sent to its own, and sends from it.
+        let bound_ip = match bind.addr.ip() {
+            IpAddr::V4(ip) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip),
+            _ => None,
+        };
+        let addr = match bound_ip {
+            Some(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, bind.addr.port())),
+            None => bind.addr,
+        };
+        let socket = turmoil::net::UdpSocket::bind(addr).await?;
         socket.set_broadcast(bind.broadcast)?;
         Ok(SimUdp {
             socket,
             net: Arc::clone(&self.net),
+            bound_ip,
         })
     }
 
@@ -536,6 +549,8 @@ impl Runtime for SimRuntime {
 pub struct SimUdp {
     socket: turmoil::net::UdpSocket,
     net: Arc<HostNet>,
+    /// The address the socket was bound to, if not the unspecified one.
+    bound_ip: Option<Ipv4Addr>,
 }
 
 impl UdpSocket for SimUdp {
@@ -551,7 +566,7 @@ impl UdpSocket for SimUdp {
             };
             let src = Ipv4Addr::new(frame[2], frame[3], frame[4], frame[5]);
             let dst = Ipv4Addr::new(frame[6], frame[7], frame[8], frame[9]);
-            if !self.net.accepts(IpAddr::V4(dst)) {
+            if !self.net.accepts(IpAddr::V4(dst)) || self.bound_ip.is_some_and(|ip| ip != dst) {
                 continue;
             }
             let payload = &frame[ENVELOPE_LEN..];
@@ -566,7 +581,8 @@ impl UdpSocket for SimUdp {
     }
 
     async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        self.send_from(buf, to, IpAddr::V4(self.net.addr)).await
+        let from = self.bound_ip.unwrap_or(self.net.addr);
+        self.send_from(buf, to, IpAddr::V4(from)).await
     }
 
     async fn send_from(&self, buf: &[u8], to: SocketAddr, from: IpAddr) -> io::Result<usize> {

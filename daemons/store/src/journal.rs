@@ -69,7 +69,11 @@ pub struct Client {
     pub exceptions: Option<Node>,
 }
 
-/// A dynamic DHCP lease.
+/// A dynamic DHCP lease, version 1 of the lease record (keyed by MAC,
+/// always bound). Still decoded and applied, as a bound [`PoolLease`] of
+/// client key `01 ++ mac` (htype Ethernet + chaddr, the DHCP server's key
+/// for a client without a client identifier); new leases are written as
+/// [`Entry::PoolLeases`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub ipv4: [u8; 4],
@@ -77,7 +81,43 @@ pub struct Lease {
     pub expires_unix_secs: u64,
 }
 
+/// Longest DHCP client key in a lease: a client identifier (option 61,
+/// at most 255 bytes) or htype + chaddr (at most 17 bytes).
+pub const LEASE_CLIENT_LEN_MAX: usize = 255;
+/// Most leases in one [`Entry::PoolLeases`] (one group commit).
+pub const LEASES_PER_ENTRY_MAX: usize = 4096;
+
+/// What a pool lease record says about its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PoolLeaseState {
+    /// Held by `client` until `until_unix_secs`.
+    Bound,
+    /// Given back: free, remembered so the client gets it again.
+    Released,
+    /// Declined (someone unknown uses it): nobody gets it until
+    /// `until_unix_secs`.
+    Declined,
+}
+
+/// A dynamic DHCP lease, version 2 of the lease record: what the DHCP
+/// server needs to rebuild its pool on the other node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolLease {
+    pub ipv4: [u8; 4],
+    /// The DHCP server's key for the client: its client identifier
+    /// (option 61), or htype followed by chaddr.
+    pub client: Vec<u8>,
+    pub state: PoolLeaseState,
+    /// Unix seconds: end of the lease (Bound) or of the quarantine
+    /// (Declined); 0 for Released.
+    pub until_unix_secs: u64,
+}
+
 /// A change.
+///
+/// Variants are only ever appended: the encoding names a variant by its
+/// index, so a new record kind is a new variant (a new version), and old
+/// journals and snapshots keep decoding.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Entry {
     /// A new generation; also points the image's ref at it.
@@ -115,9 +155,20 @@ pub enum Entry {
     GenerationsDropped {
         ids: Vec<u64>,
     },
+    /// Pool lease changes, in the order the DHCP server made them (one
+    /// group commit); version 2 of [`Entry::Lease`].
+    PoolLeases {
+        leases: Vec<PoolLease>,
+    },
 }
 
 impl Entry {
+    /// Whether the entry only records DHCP leases (split-brain policies
+    /// weigh such entries as no change).
+    pub fn is_lease(&self) -> bool {
+        matches!(self, Entry::Lease { .. } | Entry::PoolLeases { .. })
+    }
+
     /// Roots of the objects the entry references.
     pub fn object_roots(&self) -> Vec<crate::model::ObjectId> {
         match self {

@@ -6,14 +6,17 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{Client, Entry, EntryId, Epoch, Generation, Lease, Record};
+use crate::journal::{
+    Client, Entry, EntryId, Epoch, Generation, Lease, PoolLease, PoolLeaseState, Record,
+    LEASES_PER_ENTRY_MAX, LEASE_CLIENT_LEN_MAX,
+};
 use crate::model::encode;
 
 /// Most registered clients.
 pub const CLIENTS_MAX: usize = 65_536;
 /// Most generations kept (over all images).
 pub const GENERATIONS_MAX: usize = 100_000;
-/// Most DHCP leases recorded.
+/// Most DHCP lease addresses recorded.
 pub const LEASES_MAX: usize = 65_536;
 /// Most refs (image refs and branches).
 pub const REFS_MAX: usize = 65_536;
@@ -34,6 +37,10 @@ pub enum ApplyError {
     TooManyGenerations { max: usize },
     #[error("more than {max} leases")]
     TooManyLeases { max: usize },
+    #[error("lease entry of {count} leases exceeds {max}")]
+    LeaseEntryTooLong { count: usize, max: usize },
+    #[error("lease client key of {len} bytes exceeds {max}")]
+    LeaseClientTooLong { len: usize, max: usize },
     #[error("more than {max} refs")]
     TooManyRefs { max: usize },
 }
@@ -50,9 +57,56 @@ pub struct StoreState {
     /// generations a split-brain loser wrote.
     pub refs: BTreeMap<String, u64>,
     pub clients: BTreeMap<[u8; 6], Client>,
-    pub leases: BTreeMap<[u8; 6], Lease>,
+    /// DHCP pool leases: the latest record of each address.
+    pub leases: BTreeMap<[u8; 4], RecordedLease>,
     /// The file id allocator's high-water mark, as the primary recorded it.
     pub file_id_next: u64,
+}
+
+/// The latest lease record of one address, and where it was written: the
+/// DHCP server replays leases in that order (a client that moved to another
+/// address must end on the newer one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedLease {
+    pub seq: u64,
+    /// Position within its entry (a group commit holds many).
+    pub index: u32,
+    pub lease: PoolLease,
+}
+
+/// The state as snapshots before lease records had version 2 held it
+/// (leases by MAC); decoded only to convert.
+#[derive(Serialize, Deserialize)]
+struct StoreStateV1 {
+    last: Option<EntryId>,
+    epochs: Vec<(Epoch, u64)>,
+    generations: BTreeMap<u64, Generation>,
+    refs: BTreeMap<String, u64>,
+    clients: BTreeMap<[u8; 6], Client>,
+    leases: BTreeMap<[u8; 6], Lease>,
+    file_id_next: u64,
+}
+
+/// First bytes of a snapshot in the current encoding. A version-1 snapshot
+/// starts with the encoding of `Option<EntryId>`: 0 or 1.
+const SNAPSHOT_V2_MAGIC: [u8; 4] = *b"IRs2";
+
+/// The client key the DHCP server uses for an Ethernet client without a
+/// client identifier: htype 1, then the MAC.
+pub fn ethernet_client_key(mac: &[u8; 6]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(7);
+    key.push(1);
+    key.extend_from_slice(mac);
+    key
+}
+
+fn lease_v1_as_v2(mac: &[u8; 6], lease: &Lease) -> PoolLease {
+    PoolLease {
+        ipv4: lease.ipv4,
+        client: ethernet_client_key(mac),
+        state: PoolLeaseState::Bound,
+        until_unix_secs: lease.expires_unix_secs,
+    }
 }
 
 /// Name of the ref holding an image's active generation.
@@ -61,6 +115,46 @@ pub fn image_ref(image: &str) -> String {
 }
 
 impl StoreState {
+    /// The state as a snapshot (versioned, see [`StoreState::decode_snapshot`]).
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let mut bytes = SNAPSHOT_V2_MAGIC.to_vec();
+        bytes.extend(encode(self));
+        bytes
+    }
+
+    /// Decode a snapshot of this version or of version 1 (leases by MAC).
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<StoreState, postcard::Error> {
+        if let Some(body) = bytes.strip_prefix(&SNAPSHOT_V2_MAGIC[..]) {
+            return postcard::from_bytes(body);
+        }
+        let old: StoreStateV1 = postcard::from_bytes(bytes)?;
+        let mut leases = BTreeMap::new();
+        for (index, (mac, lease)) in old.leases.iter().enumerate() {
+            let recorded = RecordedLease {
+                seq: 0,
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                lease: lease_v1_as_v2(mac, lease),
+            };
+            leases.insert(lease.ipv4, recorded);
+        }
+        Ok(StoreState {
+            last: old.last,
+            epochs: old.epochs,
+            generations: old.generations,
+            refs: old.refs,
+            clients: old.clients,
+            leases,
+            file_id_next: old.file_id_next,
+        })
+    }
+
+    /// Every pool lease, oldest record first.
+    pub fn pool_leases(&self) -> Vec<&PoolLease> {
+        let mut recorded: Vec<&RecordedLease> = self.leases.values().collect();
+        recorded.sort_by_key(|r| (r.seq, r.index));
+        recorded.into_iter().map(|r| &r.lease).collect()
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.last.map_or(0, |l| l.seq)
     }
@@ -139,11 +233,12 @@ impl StoreState {
                     return Err(ApplyError::TooManyClients { max: CLIENTS_MAX });
                 }
             }
-            Entry::Lease { mac, .. } => {
-                if !self.leases.contains_key(mac) && self.leases.len() >= LEASES_MAX {
+            Entry::Lease { lease, .. } => {
+                if !self.leases.contains_key(&lease.ipv4) && self.leases.len() >= LEASES_MAX {
                     return Err(ApplyError::TooManyLeases { max: LEASES_MAX });
                 }
             }
+            Entry::PoolLeases { leases } => self.check_pool_leases(leases)?,
             Entry::ClientRemove { .. } | Entry::GenerationsDropped { .. } => {}
         }
         Ok(())
@@ -184,7 +279,26 @@ impl StoreState {
                 self.clients.remove(mac);
             }
             Entry::Lease { mac, lease } => {
-                self.leases.insert(*mac, lease.clone());
+                // Version 1 kept one lease per MAC.
+                let lease = lease_v1_as_v2(mac, lease);
+                self.leases
+                    .retain(|ip, r| *ip == lease.ipv4 || r.lease.client != lease.client);
+                let recorded = RecordedLease {
+                    seq: record.seq,
+                    index: 0,
+                    lease,
+                };
+                self.leases.insert(recorded.lease.ipv4, recorded);
+            }
+            Entry::PoolLeases { leases } => {
+                for (index, lease) in leases.iter().enumerate() {
+                    let recorded = RecordedLease {
+                        seq: record.seq,
+                        index: u32::try_from(index).expect("checked: entry length bounded"),
+                        lease: lease.clone(),
+                    };
+                    self.leases.insert(lease.ipv4, recorded);
+                }
             }
             Entry::GenerationsDropped { ids } => {
                 let ids: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
@@ -192,6 +306,31 @@ impl StoreState {
                 self.refs.retain(|_, g| !ids.contains(g));
             }
         }
+    }
+
+    fn check_pool_leases(&self, leases: &[PoolLease]) -> Result<(), ApplyError> {
+        if leases.len() > LEASES_PER_ENTRY_MAX {
+            return Err(ApplyError::LeaseEntryTooLong {
+                count: leases.len(),
+                max: LEASES_PER_ENTRY_MAX,
+            });
+        }
+        let mut new_addresses = std::collections::BTreeSet::new();
+        for lease in leases {
+            if lease.client.len() > LEASE_CLIENT_LEN_MAX {
+                return Err(ApplyError::LeaseClientTooLong {
+                    len: lease.client.len(),
+                    max: LEASE_CLIENT_LEN_MAX,
+                });
+            }
+            if !self.leases.contains_key(&lease.ipv4) {
+                new_addresses.insert(lease.ipv4);
+            }
+        }
+        if self.leases.len() + new_addresses.len() > LEASES_MAX {
+            return Err(ApplyError::TooManyLeases { max: LEASES_MAX });
+        }
+        Ok(())
     }
 
     /// BLAKE3 of the whole state's canonical encoding.
@@ -248,4 +387,46 @@ pub fn last_common_seq(a: &[(Epoch, u64)], a_last: u64, b: &[(Epoch, u64)], b_la
         }
     }
     low
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_1_snapshot_decodes_with_leases_by_address() {
+        let mut old = StoreStateV1 {
+            last: Some(EntryId {
+                epoch: Epoch { term: 3, node: 1 },
+                seq: 9,
+            }),
+            epochs: vec![(Epoch { term: 3, node: 1 }, 1)],
+            generations: BTreeMap::new(),
+            refs: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            file_id_next: 77,
+        };
+        for (last, ip) in [(1u8, 20u8), (2, 10)] {
+            let lease = Lease {
+                ipv4: [10, 0, 0, ip],
+                expires_unix_secs: 1_000 + u64::from(ip),
+            };
+            old.leases.insert([2, 0, 0, 0, 0, last], lease);
+        }
+        let state = StoreState::decode_snapshot(&encode(&old)).expect("v1 decodes");
+        assert_eq!((state.last_seq(), state.file_id_next), (9, 77));
+        let leases = state.pool_leases();
+        assert_eq!(leases.len(), 2);
+        assert_eq!(leases[0].ipv4, [10, 0, 0, 20], "MAC order kept");
+        assert_eq!(leases[0].client, vec![1, 2, 0, 0, 0, 0, 1]);
+        assert_eq!(leases[0].state, PoolLeaseState::Bound);
+        assert_eq!(leases[1].until_unix_secs, 1_010);
+        // And the current encoding round-trips, marked as version 2.
+        let bytes = state.encode_snapshot();
+        assert!(bytes.starts_with(b"IRs2"));
+        assert_eq!(StoreState::decode_snapshot(&bytes).expect("v2"), state);
+        assert!(StoreState::decode_snapshot(b"IRs2\xff").is_err());
+        assert!(StoreState::decode_snapshot(&[7, 7, 7]).is_err());
+    }
 }

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::commit::{commit, unstage, CommitError, IdAllocator};
-use crate::journal::{Client, Entry, Epoch, Generation, Journal, JournalError, Lease, Record};
+use crate::journal::{
+    Client, Entry, Epoch, Generation, Journal, JournalError, Lease, PoolLease, Record,
+};
 use crate::model::{encode, NodeKind, ObjectId, Timestamp};
 use crate::objects::{ObjectError, ObjectStore, PackRecovery};
 use crate::stage::{import_dir, ImportError, Staged};
@@ -83,7 +85,7 @@ impl Store {
         let (objects, pack) = ObjectStore::open(storage.clone())?;
         let (journal, recovery) = Journal::open(storage.clone())?;
         let mut state = match &recovery.snapshot {
-            Some(bytes) => postcard::from_bytes(bytes).map_err(StoreError::Snapshot)?,
+            Some(bytes) => StoreState::decode_snapshot(bytes).map_err(StoreError::Snapshot)?,
             None => StoreState::default(),
         };
         let branches = match storage.len(BRANCHES).map_err(ObjectError::from)? {
@@ -323,8 +325,15 @@ impl Store {
         self.write_entry(Entry::ClientRemove { mac })
     }
 
+    /// Write a version-1 lease record (kept so that old journals can be
+    /// produced and replayed; the DHCP server writes [`Store::record_pool_leases`]).
     pub fn record_lease(&mut self, mac: [u8; 6], lease: Lease) -> Result<Record, StoreError> {
         self.write_entry(Entry::Lease { mac, lease })
+    }
+
+    /// Write pool lease changes as one entry (a DHCP group commit).
+    pub fn record_pool_leases(&mut self, leases: Vec<PoolLease>) -> Result<Record, StoreError> {
+        self.write_entry(Entry::PoolLeases { leases })
     }
 
     /// Append an entry of the primary's journal (secondary side). The
@@ -349,7 +358,7 @@ impl Store {
 
     /// Snapshot the state at the last entry and drop the journal before it.
     pub fn compact(&mut self) -> Result<(), StoreError> {
-        let bytes = encode(&self.state);
+        let bytes = self.state.encode_snapshot();
         self.journal.compact(self.state.last_seq(), &bytes)?;
         Ok(())
     }
@@ -364,12 +373,12 @@ impl Store {
 
     /// The state as a snapshot (for a peer behind the compaction point).
     pub fn snapshot(&self) -> Vec<u8> {
-        encode(&self.state)
+        self.state.encode_snapshot()
     }
 
     /// Replace the state with a peer's snapshot; its objects must be here.
     pub fn install_snapshot(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        let state: StoreState = postcard::from_bytes(bytes).map_err(StoreError::Snapshot)?;
+        let state = StoreState::decode_snapshot(bytes).map_err(StoreError::Snapshot)?;
         self.objects.sync()?;
         self.journal.install_snapshot(state.last_seq(), bytes)?;
         self.state = state;

@@ -6,6 +6,8 @@ mod crash;
 mod fuzz_corpus;
 #[path = "store/generations.rs"]
 mod generations;
+#[path = "store/leases.rs"]
+mod leases;
 #[path = "store/replication_tcp.rs"]
 mod replication_tcp;
 #[path = "store/roundtrip.rs"]

@@ -138,6 +138,7 @@ async fn run_transfer<R: Runtime, S: FileSource>(
             transfer.abort(ErrorCode::NotDefined, "server error");
         }
     }
+    server.note_rtt(request.peer.ip(), &transfer);
     server.record_outcome(transfer.outcome(), transfer.stats());
     drop(ticket);
 }

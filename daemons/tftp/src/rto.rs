@@ -64,6 +64,22 @@ impl Rto {
         self.current = (srtt + rttvar * 4).clamp(self.min, self.max);
     }
 
+    /// The smoothed round trip and its variation, once measured.
+    pub fn smoothed(&self) -> Option<(Duration, Duration)> {
+        self.smoothed
+    }
+
+    /// Start from an estimate measured earlier (a previous transfer with the
+    /// same client) instead of the configured maximum; RFC 6298 §2.1 allows
+    /// a cached estimate. A fixed timeout ignores it.
+    pub fn seed(&mut self, srtt: Duration, rttvar: Duration) {
+        if self.fixed {
+            return;
+        }
+        self.smoothed = Some((srtt, rttvar));
+        self.current = (srtt + rttvar * 4).clamp(self.min, self.max);
+    }
+
     /// A timeout fired: back off.
     pub fn on_timeout(&mut self) {
         self.current = (self.current * 2).clamp(self.min, self.max);
@@ -94,6 +110,17 @@ mod tests {
         rto.on_timeout();
         rto.on_timeout();
         assert_eq!(rto.current(), 1000 * MS);
+    }
+
+    #[test]
+    fn a_seeded_estimate_replaces_the_initial_maximum() {
+        let mut rto = Rto::adaptive(20 * MS, 1000 * MS);
+        rto.seed(30 * MS, 10 * MS);
+        assert_eq!(rto.current(), 70 * MS);
+        assert_eq!(rto.smoothed(), Some((30 * MS, 10 * MS)));
+        let mut fixed = Rto::fixed(3000 * MS);
+        fixed.seed(MS, MS);
+        assert_eq!((fixed.current(), fixed.smoothed()), (3000 * MS, None));
     }
 
     #[test]

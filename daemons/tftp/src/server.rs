@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ironroot_net::Instant;
 
@@ -17,13 +18,13 @@ use crate::transfer::{Outcome, Transfer, TransferStats};
 use crate::wire::{self, ErrorCode, Mode, Packet};
 
 macro_rules! counters {
-    ($($name:ident),* $(,)?) => {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
         /// Server-wide counters; every dropped or refused datagram lands in one.
         #[derive(Debug, Default)]
-        pub struct Counters { $(pub $name: AtomicU64,)* }
+        pub struct Counters { $($(#[$doc])* pub $name: AtomicU64,)* }
         /// A copy of [`Counters`] at one moment.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        pub struct CountersSnapshot { $(pub $name: u64,)* }
+        pub struct CountersSnapshot { $($(#[$doc])* pub $name: u64,)* }
         impl Counters {
             pub fn snapshot(&self) -> CountersSnapshot {
                 CountersSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
@@ -52,6 +53,9 @@ counters!(
     transfers_aborted,
     unknown_tid,
     data_sent,
+    data_bytes_sent,
+    /// Payload bytes of the files of completed transfers.
+    file_bytes_completed,
     data_resent,
     duplicate_acks,
     rewinds,
@@ -98,12 +102,19 @@ struct Admission {
     per_client: BTreeMap<IpAddr, usize>,
 }
 
+/// Clients whose round-trip estimate is remembered (the oldest address is
+/// forgotten past this).
+pub const RTT_HINTS_MAX: usize = 4096;
+
 /// The request side of the server (see the module docs).
 pub struct Server<S> {
     config: Config,
     source: S,
     admission: Mutex<Admission>,
     counters: Counters,
+    /// The last round-trip estimate (smoothed, variation) per client
+    /// address, to start its next transfer's timeout from.
+    rtt_hints: Mutex<BTreeMap<IpAddr, (Duration, Duration)>>,
 }
 
 /// An admitted transfer's slot; dropping it frees the slot.
@@ -150,6 +161,7 @@ impl<S: FileSource> Server<S> {
             source,
             admission: Mutex::new(Admission::default()),
             counters: Counters::default(),
+            rtt_hints: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -227,7 +239,7 @@ impl<S: FileSource> Server<S> {
             file.size,
             &self.config.limits,
         );
-        let transfer = Transfer::new(
+        let mut transfer = Transfer::new(
             now,
             file,
             request.mode,
@@ -235,6 +247,9 @@ impl<S: FileSource> Server<S> {
             &negotiation.oack,
             self.config.retries_max,
         );
+        if let Some(hint) = self.rtt_hint(client.ip()) {
+            transfer.seed_rtt(now, hint);
+        }
         bump(&self.counters.transfers_started);
         Decision::Start {
             transfer: Box::new(transfer),
@@ -304,6 +319,25 @@ impl<S: FileSource> Server<S> {
         refuse(code, message)
     }
 
+    fn rtt_hint(&self, client: IpAddr) -> Option<(Duration, Duration)> {
+        let hints = self.rtt_hints.lock().unwrap_or_else(|p| p.into_inner());
+        hints.get(&client).copied()
+    }
+
+    /// Remember the round trip `transfer` measured to `client`, so the
+    /// client's next transfer does not start at the configured maximum
+    /// timeout (firmware fetches several files in a row).
+    pub fn note_rtt(&self, client: IpAddr, transfer: &Transfer) {
+        let Some(estimate) = transfer.rtt_estimate() else {
+            return;
+        };
+        let mut hints = self.rtt_hints.lock().unwrap_or_else(|p| p.into_inner());
+        if !hints.contains_key(&client) && hints.len() >= RTT_HINTS_MAX {
+            hints.pop_first();
+        }
+        hints.insert(client, estimate);
+    }
+
     /// Record how a transfer ended (its [`Ticket`] is dropped separately).
     pub fn record_outcome(&self, outcome: Option<&Outcome>, stats: TransferStats) {
         let counters = &self.counters;
@@ -320,7 +354,11 @@ impl<S: FileSource> Server<S> {
         };
         bump(counter);
         let add = |counter: &AtomicU64, value: u64| counter.fetch_add(value, Ordering::Relaxed);
+        if let Some(Outcome::Completed { bytes, .. }) = outcome {
+            add(&counters.file_bytes_completed, *bytes);
+        }
         add(&counters.data_sent, stats.data_sent);
+        add(&counters.data_bytes_sent, stats.data_bytes_sent);
         add(&counters.data_resent, stats.data_resent);
         add(&counters.duplicate_acks, stats.duplicate_acks);
         add(&counters.rewinds, stats.rewinds);

@@ -7,6 +7,7 @@
 //! nothing new never triggers a send; only a timeout resends.
 
 use std::io;
+use std::time::Duration;
 
 use ironroot_net::Instant;
 
@@ -39,6 +40,8 @@ pub enum Outcome {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TransferStats {
     pub data_sent: u64,
+    /// Payload bytes of every DATA sent, retransmissions included.
+    pub data_bytes_sent: u64,
     pub data_resent: u64,
     pub timeouts: u64,
     pub duplicate_acks: u64,
@@ -74,6 +77,8 @@ pub struct Transfer {
     window_started: Instant,
     rto: Rto,
     retries: u32,
+    /// A duplicate ACK has already caused a resend since the last timeout.
+    resent_on_duplicate: bool,
     error_to_send: Option<(ErrorCode, &'static str)>,
     outcome: Option<Outcome>,
     stats: TransferStats,
@@ -119,6 +124,7 @@ impl Transfer {
             window_started: now,
             rto,
             retries: 0,
+            resent_on_duplicate: false,
             error_to_send: None,
             outcome: None,
             stats: TransferStats::default(),
@@ -162,6 +168,7 @@ impl Transfer {
         };
         if acked + 1 == self.base {
             self.stats.duplicate_acks += 1;
+            self.resend_on_duplicate();
             return;
         }
         if let Some((last, last_len)) = self.last.filter(|(last, _)| *last == acked) {
@@ -193,12 +200,28 @@ impl Transfer {
         (acked < self.next).then_some(acked)
     }
 
+    /// A duplicate ACK never causes a send by itself (RFC 1123 §4.2.3.1:
+    /// the sorcerer's apprentice needs a resend per duplicate). But once
+    /// our timer has fired for this window, a duplicate says the client is
+    /// still waiting for it (our resend was lost too, or its ACK was):
+    /// resend at once rather than after the backed-off timeout, at most
+    /// once per timeout, so duplicates can never multiply sends.
+    fn resend_on_duplicate(&mut self) {
+        if self.retries == 0 || self.resent_on_duplicate || self.phase != Phase::Sending {
+            return;
+        }
+        self.resent_on_duplicate = true;
+        self.stats.data_resent += self.next - self.base;
+        self.next = self.base;
+    }
+
     fn progress(&mut self, now: Instant) {
         // Karn's rule: a window that was resent gives no clean sample.
         if self.retries == 0 {
             self.rto.on_sample(now - self.window_started);
         }
         self.retries = 0;
+        self.resent_on_duplicate = false;
         self.window_started = now;
         self.deadline = Some(now + self.rto.current());
     }
@@ -218,6 +241,7 @@ impl Transfer {
             return;
         }
         self.retries += 1;
+        self.resent_on_duplicate = false;
         match self.phase {
             Phase::Negotiating => self.send_oack = true,
             Phase::Sending => {
@@ -268,6 +292,7 @@ impl Transfer {
                 }
                 self.next += 1;
                 self.stats.data_sent += 1;
+                self.stats.data_bytes_sent += len as u64;
                 true
             }
             Err(err) => {
@@ -277,6 +302,21 @@ impl Transfer {
                 true
             }
         }
+    }
+
+    /// Use a round-trip estimate from an earlier transfer with this client
+    /// (before the first packet's timeout, which otherwise is the
+    /// configured maximum).
+    pub fn seed_rtt(&mut self, now: Instant, (srtt, rttvar): (Duration, Duration)) {
+        self.rto.seed(srtt, rttvar);
+        if self.retries == 0 {
+            self.deadline = Some(now + self.rto.current());
+        }
+    }
+
+    /// The round-trip estimate this transfer measured, if any.
+    pub fn rtt_estimate(&self) -> Option<(Duration, Duration)> {
+        self.rto.smoothed()
     }
 
     /// When [`Transfer::handle_timeout`] should next be called.

@@ -100,7 +100,7 @@ fn random_mutations_never_panic() {
     let counters = server.counters();
     assert_eq!(counters.received, iterations);
     assert_eq!(
-        counters.dropped_undecodable() + handled(counters),
+        counters.dropped_undecodable() + handled(&counters),
         iterations
     );
     if let Some(pool) = server.pool() {

@@ -12,7 +12,7 @@ use super::wire::{
 use super::{
     younger, DegradedPolicy, Event, ReplicationConfig, ReplicationMetrics, SplitBrainPolicy, Winner,
 };
-use crate::journal::{Entry, Record};
+use crate::journal::Record;
 use crate::model::{ObjectId, ObjectKind};
 use crate::state::last_common_seq;
 use crate::store::Store;
@@ -619,10 +619,7 @@ pub(super) fn count_changes(store: &Store, common: u64) -> u64 {
         .journal()
         .read_from(common + 1, usize::MAX)
         .unwrap_or_default();
-    records
-        .iter()
-        .filter(|r| !matches!(r.entry, Entry::Lease { .. }))
-        .count() as u64
+    records.iter().filter(|r| !r.entry.is_lease()).count() as u64
 }
 
 fn snapshot_roots(store: &Store) -> Vec<ObjectId> {

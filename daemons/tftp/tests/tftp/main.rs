@@ -14,3 +14,4 @@ mod rfc2347_2_oack;
 mod rfc2348_blksize;
 mod rfc2349_timeout_tsize;
 mod rfc7440_windowsize;
+mod rto_cached_estimate;

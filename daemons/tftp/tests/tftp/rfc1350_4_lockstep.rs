@@ -44,6 +44,43 @@ fn duplicate_acks_never_trigger_a_resend() {
 }
 
 #[test]
+fn after_a_timeout_one_duplicate_ack_resends_at_once() {
+    let server = server(&[("f", &pattern(2000))]);
+    let (mut transfer, _ticket) = start(&server, &rrq("f", &[]));
+    drain(&mut transfer);
+    transfer.handle_datagram(Instant::from_millis(1), &ack(1));
+    assert_eq!(data_blocks(&drain(&mut transfer))[0].0, 2);
+    // DATA 2 is lost; our timer fires and resends it; that is lost too.
+    let deadline = transfer.poll_timeout().expect("deadline");
+    transfer.handle_timeout(deadline);
+    assert_eq!(data_blocks(&drain(&mut transfer))[0].0, 2);
+    let later = deadline + Duration::from_millis(10);
+    // The client's own timer re-sends ACK 1: resend DATA 2 now, once.
+    transfer.handle_datagram(later, &ack(1));
+    assert_eq!(data_blocks(&drain(&mut transfer))[0].0, 2);
+    for _ in 0..5 {
+        transfer.handle_datagram(later, &ack(1));
+        assert!(
+            drain(&mut transfer).is_empty(),
+            "duplicates multiplied sends"
+        );
+    }
+    // After the next timeout, one more.
+    let deadline = transfer.poll_timeout().expect("deadline");
+    transfer.handle_timeout(deadline);
+    assert_eq!(drain(&mut transfer).len(), 1);
+    transfer.handle_datagram(deadline, &ack(1));
+    assert_eq!(drain(&mut transfer).len(), 1);
+    transfer.handle_datagram(deadline, &ack(1));
+    assert!(drain(&mut transfer).is_empty());
+    // Progress: duplicates of the new ACK send nothing until a timeout.
+    transfer.handle_datagram(deadline, &ack(2));
+    assert_eq!(data_blocks(&drain(&mut transfer))[0].0, 3);
+    transfer.handle_datagram(deadline, &ack(2));
+    assert!(drain(&mut transfer).is_empty());
+}
+
+#[test]
 fn timeout_resends_the_unacknowledged_block_until_retries_run_out() {
     let mut config = config();
     config.retries_max = 3;
