@@ -126,7 +126,15 @@ impl Handler {
         Response::ok(json!({
             "node": status.node,
             "role": status.role,
-            "peer": { "name": self.peer_name(), "state": status.peer },
+            "peer": {
+                "name": self.peer_name(),
+                "state": status.peer,
+                "links": status
+                    .links_up
+                    .iter()
+                    .map(|up| if *up { "up" } else { "down" })
+                    .collect::<Vec<_>>(),
+            },
             "vip": status.vip,
             "failovers": status.failovers,
             "store": {
@@ -403,6 +411,16 @@ pub fn samples(state: &NodeState) -> Vec<Sample> {
         "Whether heartbeats from the peer arrive.",
         f64::from(u8::from(status.peer == "alive")),
     ));
+    for (link, up) in status.links_up.iter().enumerate() {
+        samples.push(
+            Sample::gauge(
+                "ironroot_peer_link_up",
+                "Whether heartbeats from the peer arrive on this link (config order).",
+                f64::from(u8::from(*up)),
+            )
+            .label("link", link.to_string()),
+        );
+    }
     samples.push(Sample::counter(
         "ironroot_failovers_total",
         "Times this node became active.",

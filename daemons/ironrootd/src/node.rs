@@ -30,6 +30,8 @@ pub struct NodeStatus {
     pub failovers: u64,
     /// Heartbeat packets dropped, by reason (forged, replayed, ...).
     pub heartbeats_dropped: std::collections::BTreeMap<&'static str, u64>,
+    /// Per heartbeat link (in config order): heartbeats arrive on it.
+    pub links_up: Vec<bool>,
 }
 
 /// Every reason a heartbeat packet is dropped, as a metrics label.
@@ -292,6 +294,12 @@ async fn record_events(
                 EventKind::PeerAlive { .. } => status.peer = "alive".to_owned(),
                 EventKind::PeerWarn { .. } => status.peer = "late".to_owned(),
                 EventKind::PeerDead => status.peer = "dead".to_owned(),
+                EventKind::LinkUp { link } | EventKind::LinkDown { link } => {
+                    let up = matches!(event.kind, EventKind::LinkUp { .. });
+                    if let Some(slot) = status.links_up.get_mut(*link) {
+                        *slot = up;
+                    }
+                }
                 EventKind::Dropped { reason } => {
                     *status
                         .heartbeats_dropped
@@ -425,6 +433,7 @@ pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> a
         peer: "unknown".to_owned(),
         failovers: 0,
         heartbeats_dropped: std::collections::BTreeMap::new(),
+        links_up: vec![false; settings.cluster.local.links.len()],
     }));
     let peer_alive: Arc<dyn Fn() -> bool + Send + Sync> = {
         let status = Arc::clone(&status);
@@ -592,7 +601,10 @@ mod tests {
     #[tokio::test]
     async fn cluster_events_update_the_status_and_count_dropped_heartbeats() {
         use ironroot_cluster::node::DropReason;
-        let status = Arc::new(Mutex::new(NodeStatus::default()));
+        let status = Arc::new(Mutex::new(NodeStatus {
+            links_up: vec![false; 2],
+            ..NodeStatus::default()
+        }));
         let (tx, rx) = mpsc::channel(16);
         let task = tokio::spawn(record_events(
             rx,
@@ -621,6 +633,10 @@ mod tests {
                 reason: DropReason::Replayed,
             },
             EventKind::PeerDead,
+            EventKind::LinkUp { link: 1 },
+            EventKind::LinkUp { link: 0 },
+            EventKind::LinkDown { link: 1 },
+            EventKind::LinkUp { link: 7 },
         ] {
             tx.send(event(kind)).await.expect("send");
         }
@@ -632,6 +648,8 @@ mod tests {
         assert_eq!(status.peer, "dead");
         assert_eq!(status.heartbeats_dropped.get("forged"), Some(&2));
         assert_eq!(status.heartbeats_dropped.get("replayed"), Some(&1));
+        // Two links: an unknown link index changes nothing.
+        assert_eq!(status.links_up, vec![true, false]);
     }
 
     #[test]

@@ -136,6 +136,15 @@ pub enum EventKind {
         silent_ms: u64,
     },
     PeerDead,
+    /// Heartbeats arrive again on one link (index into the node's links).
+    LinkUp {
+        link: usize,
+    },
+    /// No heartbeat on this link for one dead time (the peer may still be
+    /// heard on another).
+    LinkDown {
+        link: usize,
+    },
     ResourceStarting {
         resource: String,
     },
@@ -275,6 +284,10 @@ pub struct Node {
     next_heartbeat_at: Instant,
     sent_at: BTreeMap<u64, Instant>,
     link_guards: Vec<ReplayGuard>,
+    /// When each link last carried an accepted heartbeat, and whether it
+    /// counts as up (reported by LinkUp/LinkDown).
+    link_heard: Vec<Option<Instant>>,
+    link_up: Vec<bool>,
     peer: Option<PeerView>,
     peer_dead_reported: bool,
     peer_warned: bool,
@@ -345,6 +358,8 @@ impl Node {
             next_heartbeat_at: now,
             sent_at: BTreeMap::new(),
             link_guards: vec![ReplayGuard::default(); links],
+            link_heard: vec![None; links],
+            link_up: vec![false; links],
             peer: None,
             peer_dead_reported: false,
             peer_warned: false,

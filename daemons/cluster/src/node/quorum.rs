@@ -101,6 +101,7 @@ impl Node {
             Freshness::Stale => return self.drop_packet(now, DropReason::Stale),
             Freshness::Fresh { restarted } => restarted,
         };
+        self.note_link_heard(now, link);
         // The same sequence number arrives once per link: only the first
         // copy (or a newer one) updates the view.
         let previous = self.peer;
@@ -309,7 +310,30 @@ impl Node {
             .is_some_and(|p| now < p.heard_at + self.config.timing.dead)
     }
 
+    fn note_link_heard(&mut self, now: Instant, link: usize) {
+        if let Some(heard) = self.link_heard.get_mut(link) {
+            *heard = Some(now);
+        }
+        if self.link_up.get(link) == Some(&false) {
+            self.link_up[link] = true;
+            self.event(now, EventKind::LinkUp { link });
+        }
+    }
+
+    /// Report links silent for one dead time.
+    fn age_links(&mut self, now: Instant) {
+        let dead = self.config.timing.dead;
+        for link in 0..self.link_up.len() {
+            let silent = self.link_heard[link].is_none_or(|heard| now >= heard + dead);
+            if self.link_up[link] && silent {
+                self.link_up[link] = false;
+                self.event(now, EventKind::LinkDown { link });
+            }
+        }
+    }
+
     pub(super) fn age_peer(&mut self, now: Instant) {
+        self.age_links(now);
         let Some(peer) = self.peer else { return };
         let silent = now.saturating_duration_since(peer.heard_at);
         if silent >= self.config.timing.dead && !self.peer_dead_reported {

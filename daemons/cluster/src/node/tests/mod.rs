@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ironroot_net::Instant;
 
-use super::{Admin, EventKind, Reason};
+use super::{Admin, EventKind, Node, Reason};
 use crate::wire::{Flags, Heartbeat, Message, NodeId, Packet, Role};
 use world::{Mode, World, RESOURCES};
 
@@ -543,4 +543,30 @@ fn failover_after_host_death_stays_within_budget_at_every_phase() {
         assert!(worst <= budget, "{mode:?}: worst failover {worst:?}");
         eprintln!("{mode:?}: worst failover over 15 phases {worst:?}");
     }
+}
+
+#[test]
+fn a_link_is_reported_up_with_its_heartbeats_and_down_one_dead_time_later() {
+    let mut w = World::new(Mode::Witness);
+    w.start(A);
+    let dead = w.configs[A].timing.dead;
+    let link_events = |node: &mut Node| -> Vec<EventKind> {
+        std::iter::from_fn(|| node.poll_event())
+            .map(|e| e.kind)
+            .filter(|k| matches!(k, EventKind::LinkUp { .. } | EventKind::LinkDown { .. }))
+            .collect()
+    };
+    let first = Instant::from_millis(10);
+    let heartbeat = heartbeat_from(&w, B, 4, 1);
+    let node = w.node(A);
+    node.handle_heartbeat(first, 0, &heartbeat);
+    assert_eq!(link_events(node), vec![EventKind::LinkUp { link: 0 }]);
+    node.handle_timeout(first + (dead - ms(1)));
+    assert_eq!(link_events(node), vec![]);
+    node.handle_timeout(first + dead);
+    assert_eq!(link_events(node), vec![EventKind::LinkDown { link: 0 }]);
+    let again = heartbeat_from(&w, B, 4, 2);
+    let node = w.node(A);
+    node.handle_heartbeat(first + dead + ms(5), 0, &again);
+    assert_eq!(link_events(node), vec![EventKind::LinkUp { link: 0 }]);
 }
