@@ -11,6 +11,7 @@ pub mod check;
 pub mod cluster;
 pub mod report;
 pub mod scenario;
+pub mod store;
 pub mod svg;
 pub mod world;
 

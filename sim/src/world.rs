@@ -12,6 +12,7 @@ use ironroot_net::{Clock, Instant, Runtime, UdpBind, UdpSocket, VipControl, VipS
 
 use crate::cluster::{self, ResourceEvent, Shared};
 use crate::scenario::{Fault, FaultKind, Node, Scenario, CLIENT, WITNESS};
+use crate::store::{Action, StoreWorld};
 
 /// UDP port of the "who answers the VIP" service on every node.
 pub const WHOAMI_PORT: u16 = 7;
@@ -77,6 +78,8 @@ pub struct RunTrace {
     pub host_error: Option<String>,
     /// Resource starts/stops and VIP claims per host (cluster scenarios).
     pub resource_events: Vec<(Instant, String, ResourceEvent)>,
+    /// The replicated store's ledger, events and replicas (store scenarios).
+    pub store: Option<crate::store::check::StoreTrace>,
 }
 
 fn vip_spec(scenario: &Scenario) -> VipSpec {
@@ -102,8 +105,17 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunTrace {
     let log = Log::default();
     let transitions: Transitions = Arc::default();
     let shared = Shared::default();
+    let store = scenario
+        .store
+        .as_ref()
+        .map(|config| StoreWorld::new(scenario, config, seed));
 
     match &scenario.cluster {
+        None if store.is_some() => {
+            if let Some(store) = &store {
+                store.add_nodes(&mut sim, &segment, &log, seed);
+            }
+        }
         Some(section) => {
             for node in &scenario.nodes {
                 cluster::add_node(
@@ -135,6 +147,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunTrace {
         first_fault: None,
         host_error: None,
         resource_events: Vec::new(),
+        store: None,
     };
     let mut world = World {
         sim: &mut sim,
@@ -142,8 +155,10 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunTrace {
         segment: &segment,
         log: &log,
         shared: &shared,
+        store,
     };
     world.drive(&mut trace);
+    trace.store = world.store.take().map(StoreWorld::finish);
     trace.log = merge_log(log.take(), segment.events(now_of(&sim)), &sim);
     trace.transitions = transitions
         .lock()
@@ -173,6 +188,7 @@ struct World<'w, 'a> {
     segment: &'w Segment,
     log: &'w Log,
     shared: &'w Shared,
+    store: Option<StoreWorld>,
 }
 
 impl World<'_, '_> {
@@ -186,6 +202,13 @@ impl World<'_, '_> {
             while let Some(fault) = faults.next_if(|f| f.at <= now.since_origin()) {
                 trace.first_fault.get_or_insert(now);
                 self.apply_fault(fault, now);
+            }
+            let actions = match &mut self.store {
+                Some(store) => store.before_step(now, self.log),
+                None => Vec::new(),
+            };
+            for action in actions {
+                self.perform(action, now);
             }
             for target in self.shared.take_fence_requests() {
                 self.log
@@ -244,8 +267,35 @@ impl World<'_, '_> {
             .collect()
     }
 
+    fn perform(&mut self, action: Action, now: Instant) {
+        match action {
+            Action::Kill(host) => self.kill_host(&host, now),
+            Action::Restart(host) => {
+                self.log.push(now, "sim", "store.restart", host.clone());
+                self.restart_host(&host);
+            }
+            Action::Hold(a, b) => self.sim.hold(a.as_str(), b.as_str()),
+            Action::Release(a, b) => self.sim.release(a.as_str(), b.as_str()),
+        }
+    }
+
+    /// The host's software starts again with its links healed.
+    fn restart_host(&mut self, host: &str) {
+        self.shared.powered_on(host);
+        for other in self.everyone().iter().filter(|o| **o != host) {
+            self.sim.repair(host, other.as_str());
+        }
+        self.sim.bounce(host);
+        if let Some(store) = &mut self.store {
+            store.host_restarted(host);
+        }
+    }
+
     /// Host death: software gone, addresses gone, every link cut.
     fn kill_host(&mut self, host: &str, now: Instant) {
+        if let Some(store) = &mut self.store {
+            store.host_killed(host);
+        }
         self.segment.host_died(self.sim.lookup(host), now);
         self.sim.crash(host);
         self.shared.record(now, host, ResourceEvent::Crashed);
@@ -279,11 +329,7 @@ impl World<'_, '_> {
             }
             FaultKind::Restart => {
                 log.push(now, "sim", "fault.restart", hosts[0].clone());
-                self.shared.powered_on(&hosts[0]);
-                for other in self.everyone().iter().filter(|o| **o != hosts[0]) {
-                    self.sim.repair(hosts[0].as_str(), other.as_str());
-                }
-                self.sim.bounce(hosts[0].as_str());
+                self.restart_host(&hosts[0]);
             }
             FaultKind::Partition => {
                 log.push(
@@ -302,6 +348,9 @@ impl World<'_, '_> {
                     format!("{} | {}", hosts[0], hosts[1]),
                 );
                 self.sim.repair(hosts[0].as_str(), hosts[1].as_str());
+                if let Some(store) = &mut self.store {
+                    store.healed(hosts);
+                }
             }
             FaultKind::Loss => {
                 log.push(
@@ -312,6 +361,20 @@ impl World<'_, '_> {
                 );
                 self.sim
                     .set_link_fail_rate(hosts[0].as_str(), hosts[1].as_str(), fault.rate);
+            }
+            FaultKind::Promote
+            | FaultKind::Demote
+            | FaultKind::DiskFull
+            | FaultKind::DiskFree
+            | FaultKind::DiskSlow
+            | FaultKind::DiskFast => {
+                let actions = match &mut self.store {
+                    Some(store) => store.apply_fault(fault, now, log),
+                    None => Vec::new(),
+                };
+                for action in actions {
+                    self.perform(action, now);
+                }
             }
             FaultKind::Switchover => {
                 let delivered = self

@@ -12,7 +12,7 @@ use ironroot_net::{Runtime, TcpListener};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Event, ReplicationPrimary, ReplicationSecondary};
+use super::{Event, ReplicationMetrics, ReplicationPrimary, ReplicationSecondary};
 use crate::journal::Record;
 use crate::store::{Store, StoreError};
 
@@ -71,6 +71,7 @@ enum Command {
 #[derive(Clone)]
 pub struct PrimaryHandle {
     commands: mpsc::Sender<Command>,
+    metrics: Arc<Mutex<ReplicationMetrics>>,
 }
 
 impl PrimaryHandle {
@@ -86,6 +87,12 @@ impl PrimaryHandle {
             .await
             .map_err(|_| WriteError::DriverGone)?;
         rx.await.map_err(|_| WriteError::DriverGone)?
+    }
+
+    /// The machine's counters (objects and entries shipped, peer
+    /// misbehaviour), as of the driver's last step.
+    pub fn metrics(&self) -> ReplicationMetrics {
+        *self.metrics.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The peer is recorded Outdated (witness or fencing succeeded).
@@ -107,7 +114,9 @@ pub fn spawn_primary<R: Runtime>(
 ) -> (PrimaryHandle, mpsc::Receiver<Event>) {
     let (commands_tx, commands) = mpsc::channel(config.commands_max);
     let (events_tx, events) = mpsc::channel(config.events_max);
+    let metrics = Arc::new(Mutex::new(machine.metrics()));
     let mut driver = PrimaryDriver {
+        metrics: Arc::clone(&metrics),
         rt,
         store,
         machine,
@@ -121,6 +130,7 @@ pub fn spawn_primary<R: Runtime>(
     (
         PrimaryHandle {
             commands: commands_tx,
+            metrics,
         },
         events,
     )
@@ -135,6 +145,7 @@ struct PrimaryDriver<R: Runtime> {
     waiting: BTreeMap<u64, oneshot::Sender<Result<u64, WriteError>>>,
     config: DriverConfig,
     events_dropped: u64,
+    metrics: Arc<Mutex<ReplicationMetrics>>,
 }
 
 impl<R: Runtime> PrimaryDriver<R> {
@@ -210,6 +221,7 @@ impl<R: Runtime> PrimaryDriver<R> {
     }
 
     fn drain_events(&mut self) {
+        *self.metrics.lock().unwrap_or_else(|p| p.into_inner()) = self.machine.metrics();
         while let Some(event) = self.machine.poll_event() {
             match &event {
                 Event::Acknowledged { seq } => {
