@@ -486,3 +486,207 @@ pub fn summary(trace: &StoreTrace) -> Vec<String> {
     }
     lines
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use ironroot_store::model::{Meta, Timestamp};
+    use ironroot_store::stage::{store_content, Staged, StagedKind};
+    use ironroot_store::storage::MemStorage;
+
+    use super::*;
+
+    fn config(expect: &str) -> StoreFile {
+        toml::from_str(&format!(
+            "primary = \"a\"\nwrites_until_ms = 1000\nsplit_brain = \"discard-younger-primary\"\n[expect]\n{expect}"
+        ))
+        .expect("parses")
+    }
+
+    fn replica(node: &str, digest: u8) -> Replica {
+        Replica {
+            node: node.to_owned(),
+            digest: [digest; 32],
+            ..Replica::default()
+        }
+    }
+
+    fn generation(id: &str, node: &str, seq: u64, digest: u8) -> Acked {
+        Acked {
+            id: id.to_owned(),
+            node: node.to_owned(),
+            seq,
+            at: Instant::from_millis(seq),
+            written: Written::Generation {
+                digest: [digest; 32],
+            },
+        }
+    }
+
+    /// A passing trace: one write, kept, replicas equal.
+    fn good() -> StoreTrace {
+        let mut a = replica("a", 1);
+        a.generations.insert("w1".to_owned(), [7; 32]);
+        StoreTrace {
+            ledger: vec![generation("w1", "a", 1, 7)],
+            replicas: vec![a, replica("b", 1)],
+            ..StoreTrace::default()
+        }
+    }
+
+    #[test]
+    fn a_good_trace_passes() {
+        assert_eq!(check(&config(""), &good()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_lost_or_changed_write_is_reported() {
+        let mut lost = good();
+        lost.replicas[0].generations.clear();
+        assert!(check(&config(""), &lost)[0].contains("acknowledged write w1"));
+        let mut changed = good();
+        changed.replicas[0]
+            .generations
+            .insert("w1".to_owned(), [8; 32]);
+        assert!(check(&config(""), &changed)[0].contains("is lost"));
+        let mut lease = good();
+        lease.ledger.push(Acked {
+            id: "w2".to_owned(),
+            node: "a".to_owned(),
+            seq: 2,
+            at: Instant::from_millis(2),
+            written: Written::Lease {
+                mac: [2; 6],
+                lease: Lease {
+                    ipv4: [10, 0, 0, 2],
+                    expires_unix_secs: 2,
+                },
+            },
+        });
+        assert!(check(&config(""), &lease)[0].contains("w2"));
+    }
+
+    #[test]
+    fn a_split_brain_loser_keeps_generations_as_branches_only() {
+        let expect = "split_brain = true\nloser = \"a\"";
+        let mut trace = good();
+        trace.replicas[0].generations.clear();
+        trace.events = vec![
+            (
+                Instant::from_millis(5),
+                "b".to_owned(),
+                Event::SplitBrain {
+                    common_seq: 0,
+                    local_entries: 2,
+                    peer_entries: 1,
+                    winner: Winner::Local,
+                },
+            ),
+            (
+                Instant::from_millis(5),
+                "a".to_owned(),
+                Event::DiscardedDivergence {
+                    common_seq: 0,
+                    branches: vec![1],
+                },
+            ),
+        ];
+        let violations = check(&config(expect), &trace);
+        assert!(violations[0].contains("w1"), "{violations:?}");
+        trace.replicas[0].branches.insert("w1".to_owned(), [7; 32]);
+        assert_eq!(check(&config(expect), &trace), Vec::<String>::new());
+        // The wrong side losing is reported.
+        let other = check(&config("split_brain = true\nloser = \"b\""), &trace);
+        assert!(other.iter().any(|v| v.contains("b was expected to lose")));
+    }
+
+    #[test]
+    fn split_brain_expectations_fire() {
+        let missing = check(&config("split_brain = true"), &good());
+        assert!(missing.iter().any(|v| v.contains("never detected")));
+        assert!(missing.iter().any(|v| v.contains("converged although")));
+        let mut unexpected = good();
+        unexpected.events.push((
+            Instant::ZERO,
+            "a".to_owned(),
+            Event::SplitBrain {
+                common_seq: 0,
+                local_entries: 1,
+                peer_entries: 1,
+                winner: Winner::Undecided,
+            },
+        ));
+        assert!(check(&config(""), &unexpected)[0].contains("none was expected"));
+    }
+
+    #[test]
+    fn diverged_replicas_and_inexact_resyncs_are_reported() {
+        let mut diverged = good();
+        diverged.replicas[1].digest = [2; 32];
+        assert!(check(&config(""), &diverged)[0].contains("replicas differ"));
+        let mut resync = good();
+        resync.resync = Some(ResyncMeasure {
+            primary: "a".to_owned(),
+            missing_entries: 3,
+            missing_objects: 5,
+            at_heal: ReplicationMetrics::default(),
+            at_end: Some(ReplicationMetrics {
+                entries_sent: 3,
+                objects_sent: 6,
+                ..ReplicationMetrics::default()
+            }),
+        });
+        let violations = check(&config("resync_exact = true"), &resync);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert!(violations[0].contains("shipped 6 objects"));
+    }
+
+    #[test]
+    fn a_corrupt_object_is_found_by_reading_the_replica_back() {
+        let mem = Arc::new(MemStorage::new());
+        let (mut store, _) = Store::open(mem.clone()).expect("opens");
+        store.promote(1, 0);
+        let (blob, size) =
+            store_content(store.objects_mut(), &b"precious file contents"[..]).expect("stored");
+        let file = Staged {
+            kind: StagedKind::File { blob, size },
+            meta: Meta::default(),
+            link_group: None,
+        };
+        let root = Staged {
+            kind: StagedKind::Dir(BTreeMap::from([(b"f0".to_vec(), file)])),
+            meta: Meta::default(),
+            link_group: None,
+        };
+        store
+            .commit_staged("img", &root, Timestamp::default(), "w1")
+            .expect("committed");
+        let clean = inspect("a", &store);
+        assert!(clean.bad_objects.is_empty(), "{:?}", clean.bad_objects);
+        assert_eq!(
+            clean.generations["w1"],
+            content_digest([("f0", &b"precious file contents"[..])])
+        );
+        // Flip a bit in the first object's payload (the chunk).
+        assert!(mem.corrupt("pack-00000001", 25 + 32 + 3));
+        let damaged = inspect("a", &store);
+        assert!(!damaged.bad_objects.is_empty());
+        let trace = StoreTrace {
+            ledger: vec![Acked {
+                written: Written::Generation {
+                    digest: clean.generations["w1"],
+                },
+                ..generation("w1", "a", 1, 0)
+            }],
+            replicas: vec![damaged, clean.clone()],
+            ..StoreTrace::default()
+        };
+        let violations = check(&config(""), &trace);
+        assert!(
+            violations.iter().any(|v| v.contains("fails its hash")),
+            "{violations:?}"
+        );
+    }
+}
