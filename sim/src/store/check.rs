@@ -8,7 +8,8 @@
 //!   and client changes, which are not kept as branches).
 //! - Replicas converge: after healing both have the same replica digest
 //!   (state hash, which covers journal-derived generations, refs, clients,
-//!   leases and epochs, plus every reachable object id).
+//!   leases and epochs; the journal's entries as stored; every reachable
+//!   object id).
 //! - No object fails its hash: every object reachable from a replica's
 //!   state and branches is read back and verified.
 //! - Split brain detected and resolved as the policy says.
@@ -103,6 +104,8 @@ pub struct StoreTrace {
     /// bytes). No scenario rots bits, so crashes and full disks must
     /// never leave any.
     pub corrupt_on_open: Vec<(String, u64)>,
+    /// The longest wait of one write for its answer: (write id, wait).
+    pub longest_write_wait: Option<(String, std::time::Duration)>,
 }
 
 /// BLAKE3 over (name, bytes) pairs in order: what a generation holds.
@@ -116,6 +119,9 @@ pub fn content_digest<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) 
     }
     *hasher.finalize().as_bytes()
 }
+
+/// Most journal entries read into a replica digest (far above a run's).
+const JOURNAL_ENTRIES_READ_MAX: usize = 1_000_000;
 
 /// Most tree nodes one walk visits (a bound, far above what a run writes).
 const WALK_NODES_MAX: usize = 1_000_000;
@@ -234,6 +240,20 @@ pub fn inspect(node: &str, store: &Store) -> Replica {
     replica.leases = state.leases.clone();
     let mut hasher = blake3::Hasher::new();
     hasher.update(&state.content_hash());
+    // The entries themselves, as each node holds them (same epochs, same
+    // bytes): a replica that applied the same state from other entries
+    // differs here.
+    let journal = store.journal();
+    if let Some(first) = journal.first_seq() {
+        match journal.read_from(first, JOURNAL_ENTRIES_READ_MAX) {
+            Ok(records) => {
+                for record in &records {
+                    hasher.update(&ironroot_store::model::encode(record));
+                }
+            }
+            Err(error) => bad.push(format!("journal: {error}")),
+        }
+    }
     for id in &replicated {
         hasher.update(&id.0);
     }
@@ -275,6 +295,15 @@ pub fn check(config: &StoreFile, trace: &StoreTrace) -> Vec<String> {
         violations.extend(resync_exact(resync));
     } else if config.expect.resync_exact {
         violations.push("resync_exact: no heal was measured".to_owned());
+    }
+    if let (Some(max_ms), Some((id, waited))) =
+        (config.expect.write_wait_ms_max, &trace.longest_write_wait)
+    {
+        if waited.as_millis() > u128::from(max_ms) {
+            violations.push(format!(
+                "write {id} waited {waited:?} for its answer, at most {max_ms} ms allowed"
+            ));
+        }
     }
     if config.expect.write_errors && trace.write_errors == 0 {
         violations.push("the scenario expects failed writes, none failed".to_owned());
@@ -465,6 +494,9 @@ pub fn summary(trace: &StoreTrace) -> Vec<String> {
             replica.objects_verified
         ));
     }
+    if let Some((id, waited)) = &trace.longest_write_wait {
+        lines.push(format!("longest write wait: {waited:?} ({id})"));
+    }
     for sample in &trace.write_error_samples {
         lines.push(format!("write error: {sample}"));
     }
@@ -619,6 +651,21 @@ mod tests {
             },
         ));
         assert!(check(&config(""), &unexpected)[0].contains("none was expected"));
+    }
+
+    #[test]
+    fn a_write_that_waited_too_long_is_reported() {
+        let mut slow = good();
+        slow.longest_write_wait = Some(("w1".to_owned(), std::time::Duration::from_millis(1_200)));
+        assert!(
+            check(&config(""), &slow).is_empty(),
+            "no bound, no violation"
+        );
+        let violations = check(&config("write_wait_ms_max = 1000"), &slow);
+        assert!(
+            violations[0].contains("write w1 waited 1.2s"),
+            "{violations:?}"
+        );
     }
 
     #[test]

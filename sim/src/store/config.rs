@@ -111,6 +111,10 @@ pub struct StoreExpectFile {
     /// Some writes must fail with a clear error (full disk).
     #[serde(default)]
     pub write_errors: bool,
+    /// No single write may wait longer than this for its answer
+    /// (acknowledged or failed): a writer must never hang.
+    #[serde(default)]
+    pub write_wait_ms_max: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

@@ -114,6 +114,15 @@ impl StoreShared {
         }
     }
 
+    /// A write got its answer after `waited`.
+    pub fn answered(&self, id: &str, waited: Duration) {
+        let mut inner = self.lock();
+        let longest = &mut inner.trace.longest_write_wait;
+        if longest.as_ref().is_none_or(|(_, w)| waited > *w) {
+            *longest = Some((id.to_owned(), waited));
+        }
+    }
+
     pub fn write_failed(&self, message: String) {
         let mut inner = self.lock();
         inner.trace.write_errors += 1;

@@ -229,6 +229,7 @@ async fn write_loop(rt: SimRuntime, ctx: NodeContext, handle: PrimaryHandle) {
         let id = format!("w{n}");
         let pick = if leases_only { 9 } else { rng.gen_range(0..10) };
         let mac = mac_of(n);
+        let started = rt.now();
         let (written, result) = match pick {
             0..=5 => {
                 mutate_files(&mut rng, &mut files, &ctx.config);
@@ -261,6 +262,7 @@ async fn write_loop(rt: SimRuntime, ctx: NodeContext, handle: PrimaryHandle) {
                 (Written::Lease { mac, lease }, result)
             }
         };
+        ctx.shared.answered(&id, rt.now() - started);
         match result {
             Ok(seq) => ctx.shared.acked(Acked {
                 id,

@@ -68,6 +68,11 @@ pub struct ReplicationPrimary {
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     deadline: Option<Instant>,
+    /// Set when a connection ends with writes waiting, cleared when the
+    /// peer acknowledges something: a peer that keeps accepting connections
+    /// and refusing entries (its disk is full) must not hold writes forever
+    /// by resetting the answer deadline at every reconnect.
+    progress_deadline: Option<Instant>,
     metrics: ReplicationMetrics,
 }
 
@@ -86,6 +91,7 @@ impl ReplicationPrimary {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             deadline: None,
+            progress_deadline: None,
             metrics: ReplicationMetrics::default(),
         }
     }
@@ -141,6 +147,8 @@ impl ReplicationPrimary {
         // outdate it.
         if !self.pending.is_empty() {
             self.expect_answer(now);
+            self.progress_deadline
+                .get_or_insert(now + Duration::from_millis(self.config.response_timeout_ms));
         }
     }
 
@@ -148,6 +156,7 @@ impl ReplicationPrimary {
     /// writes are settled by the degraded policy.
     pub fn handle_peer_outdated(&mut self, _now: Instant) {
         self.peer_outdated = true;
+        self.progress_deadline = None;
         // Resync reads them back from the journal; degraded mode must not
         // grow memory.
         self.outbox.clear();
@@ -462,6 +471,7 @@ impl ReplicationPrimary {
         }
         if seq > self.peer_acked {
             self.peer_acked = seq;
+            self.progress_deadline = None;
             self.events.push_back(Event::PeerProgress { seq });
         }
         let acked: Vec<u64> = self.pending.range(..=seq).copied().collect();
@@ -479,8 +489,9 @@ impl ReplicationPrimary {
 
     /// Time passed: give up on a peer that did not answer in time.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.deadline.is_some_and(|d| now >= d) {
+        if self.poll_timeout().is_some_and(|d| now >= d) {
             self.deadline = None;
+            self.progress_deadline = None;
             self.link = Link::Down;
             self.ship = None;
             self.events.push_back(Event::PeerUnresponsive);
@@ -532,7 +543,10 @@ impl ReplicationPrimary {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.progress_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

@@ -465,3 +465,47 @@ fn garbage_from_the_peer_is_counted_not_panicked_on() {
         .handle_bytes(pair.now, &mut pair.b, &[0xff, 0xff, 0xff, 0xff]);
     assert!(pair.secondary.poll_event().is_some());
 }
+
+#[test]
+fn a_peer_that_reconnects_without_progress_is_given_up_in_time() {
+    // A secondary whose disk is full accepts every connection and refuses
+    // every entry: reconnecting must not restart the wait of a pending
+    // write, or the write hangs and the peer is never outdated.
+    let mut config = ReplicationConfig::new(1);
+    config.response_timeout_ms = 300;
+    let mut pair = Pair::new(config);
+    pair.connect();
+    pair.link_up = false;
+    write_file(pair.tree.path(), "f", b"x");
+    let record = pair.import("img");
+    pair.pump();
+    let first_drop = pair.now;
+    let mut unresponsive_at = None;
+    for _ in 0..20 {
+        pair.primary.handle_disconnected(pair.now);
+        for _ in 0..2 {
+            pair.now += Duration::from_millis(100);
+            pair.primary.handle_timeout(pair.now);
+            while let Some(event) = pair.primary.poll_event() {
+                if event == Event::PeerUnresponsive {
+                    unresponsive_at.get_or_insert(pair.now);
+                }
+            }
+        }
+        if unresponsive_at.is_some() {
+            break;
+        }
+        pair.primary.handle_connected(pair.now, &pair.a);
+    }
+    let at = unresponsive_at.expect("the peer is given up");
+    assert!(
+        at - first_drop <= Duration::from_millis(300),
+        "{:?}",
+        at - first_drop
+    );
+    pair.primary.handle_peer_outdated(pair.now);
+    assert_eq!(
+        pair.primary.poll_event(),
+        Some(Event::Acknowledged { seq: record.seq })
+    );
+}
