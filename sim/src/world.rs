@@ -294,7 +294,7 @@ impl World<'_, '_> {
     /// Host death: software gone, addresses gone, every link cut.
     fn kill_host(&mut self, host: &str, now: Instant) {
         if let Some(store) = &mut self.store {
-            store.host_killed(host);
+            store.host_killed(host, now);
         }
         self.segment.host_died(self.sim.lookup(host), now);
         self.sim.crash(host);

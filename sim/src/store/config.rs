@@ -57,6 +57,12 @@ pub struct StoreFile {
     /// A random crash hits after 0..=this many mutating storage operations.
     #[serde(default = "default_crash_ops_max")]
     pub crash_ops_max: u64,
+    /// When the primary dies, its peer is promoted this long after, if it
+    /// is alive and not recorded Outdated (as the cluster manager would);
+    /// the old primary comes back as secondary. Unset: the primary is
+    /// promoted again when it restarts.
+    #[serde(default)]
+    pub failover_ms: Option<u64>,
     /// A crash keeps a random prefix of unsynced bytes (a torn write).
     #[serde(default = "default_true")]
     pub torn_tail: bool,

@@ -59,6 +59,9 @@ struct Inner {
     trace: StoreTrace,
     next_write: u64,
     swap_requests: Vec<String>,
+    /// Nodes a primary recorded Outdated (the witness's record): never
+    /// promoted until a resync brought them back in sync.
+    outdated: BTreeSet<String>,
 }
 
 /// State shared by the driver and the simulated store nodes.
@@ -138,6 +141,20 @@ impl StoreShared {
         }
     }
 
+    /// The primary recorded `node` Outdated (`true`) or saw it in sync.
+    pub fn set_outdated(&self, node: &str, outdated: bool) {
+        let mut inner = self.lock();
+        if outdated {
+            inner.outdated.insert(node.to_owned());
+        } else {
+            inner.outdated.remove(node);
+        }
+    }
+
+    fn is_outdated(&self, node: &str) -> bool {
+        self.lock().outdated.contains(node)
+    }
+
     pub fn request_swap(&self, node: &str) {
         self.lock().swap_requests.push(node.to_owned());
     }
@@ -189,6 +206,8 @@ pub struct StoreWorld {
     next_crash: usize,
     armed: Option<(String, Instant, Duration)>,
     restarts: Vec<(Instant, String)>,
+    /// (when, dead primary) of failovers to consider.
+    failovers: Vec<(Instant, String)>,
     down: BTreeSet<String>,
     slow: BTreeMap<String, SlowDisk>,
     rng: ChaCha8Rng,
@@ -226,6 +245,7 @@ impl StoreWorld {
             next_crash: 0,
             armed: None,
             restarts: Vec::new(),
+            failovers: Vec::new(),
             down: BTreeSet::new(),
             rng,
             swaps: 0,
@@ -259,10 +279,16 @@ impl StoreWorld {
     }
 
     /// The host died: its software and its unsynced bytes are gone.
-    pub fn host_killed(&mut self, host: &str) {
+    pub fn host_killed(&mut self, host: &str, now: Instant) {
         let Some(disk) = self.disks.get(host) else {
             return;
         };
+        if let Some(after) = self.config.failover_ms {
+            if self.shared.role(host) == Role::Primary {
+                self.failovers
+                    .push((now + Duration::from_millis(after), host.to_owned()));
+            }
+        }
         let torn = self.config.torn_tail.then(|| self.rng.next_u64());
         disk.crash(torn);
         self.shared.set_store(host, None);
@@ -334,8 +360,44 @@ impl StoreWorld {
         self.restarts.retain(|(at, _)| *at > now);
         actions.extend(due.into_iter().map(Action::Restart));
         self.swap_roles(now, log);
+        self.fail_over(now, log);
         actions.extend(self.slow_disks(now));
         actions
+    }
+
+    /// Promote the peer of a primary that stayed dead, unless the peer is
+    /// Outdated (then the service waits for the primary to come back).
+    fn fail_over(&mut self, now: Instant, log: &Log) {
+        let due: Vec<String> = self
+            .failovers
+            .iter()
+            .filter(|(at, _)| *at <= now)
+            .map(|(_, h)| h.clone())
+            .collect();
+        self.failovers.retain(|(at, _)| *at > now);
+        for dead in due {
+            let peer = self.peer_of(&dead);
+            if !self.down.contains(&dead) || self.down.contains(&peer) {
+                continue;
+            }
+            if self.shared.is_outdated(&peer) {
+                log.push(
+                    now,
+                    "sim",
+                    "store.failover",
+                    format!("refused: {peer} is Outdated, waiting for {dead}"),
+                );
+                continue;
+            }
+            log.push(
+                now,
+                "sim",
+                "store.failover",
+                format!("{peer} becomes primary, {dead} will restart as secondary"),
+            );
+            self.shared.set_role(&dead, Role::Secondary);
+            self.shared.set_role(&peer, Role::Primary);
+        }
     }
 
     fn swap_roles(&mut self, now: Instant, log: &Log) {

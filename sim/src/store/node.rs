@@ -191,8 +191,10 @@ async fn serve_primary(rt: &SimRuntime, ctx: &NodeContext, store: &SharedStore) 
                     // The scenarios stand for a witness that always
                     // records the peer Outdated when asked.
                     Event::PeerUnresponsive => {
+                        ctx.shared.set_outdated(&ctx.peer, true);
                         let _ = handle.peer_outdated().await;
                     }
+                    Event::InSync { .. } => ctx.shared.set_outdated(&ctx.peer, false),
                     Event::SplitBrain {
                         winner: Winner::Peer,
                         ..
