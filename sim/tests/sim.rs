@@ -181,14 +181,6 @@ fn store_sections_are_validated_with_key_paths() {
             .to_string();
         assert!(error.contains(expected), "{error}");
     }
-    // Known-failing scenarios kept for the fix still parse.
-    let pending = format!("{}/../scenarios/pending", env!("CARGO_MANIFEST_DIR"));
-    for entry in std::fs::read_dir(pending).expect("scenarios/pending") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        }
-    }
     let no_store = include_str!("../../scenarios/vip-move.toml").replace(
         "[probe]",
         "[[faults]]\nat_ms = 2500\nkind = \"disk-full\"\nhost = \"a\"\n\n[probe]",

@@ -115,6 +115,12 @@ pub enum Entry {
     GenerationsDropped {
         ids: Vec<u64>,
     },
+    /// The primary recorded its peer Outdated: from here it may acknowledge
+    /// entries the peer does not hold. Written (durably, in a fresh epoch)
+    /// before the first such acknowledgement, so a tail of entries after the
+    /// last one both nodes share that holds no such entry was never
+    /// acknowledged to anyone. Changes no state.
+    PeerOutdated,
 }
 
 impl Entry {

@@ -144,7 +144,8 @@ impl StoreState {
                     return Err(ApplyError::TooManyLeases { max: LEASES_MAX });
                 }
             }
-            Entry::ClientRemove { .. } | Entry::GenerationsDropped { .. } => {}
+            Entry::ClientRemove { .. } | Entry::GenerationsDropped { .. } | Entry::PeerOutdated => {
+            }
         }
         Ok(())
     }
@@ -191,6 +192,7 @@ impl StoreState {
                 self.generations.retain(|id, _| !ids.contains(id));
                 self.refs.retain(|_, g| !ids.contains(g));
             }
+            Entry::PeerOutdated => {}
         }
     }
 

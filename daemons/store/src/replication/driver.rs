@@ -216,7 +216,14 @@ impl<R: Runtime> PrimaryDriver<R> {
                     }
                 }
             }
-            Command::PeerOutdated => self.machine.handle_peer_outdated(now),
+            Command::PeerOutdated => {
+                // Durable before anything is acknowledged alone; if the disk
+                // refuses, the writes stay waiting and time out again.
+                let mut store = self.store.lock().expect("store lock");
+                if store.record_peer_outdated().is_ok() {
+                    self.machine.handle_peer_outdated(now);
+                }
+            }
         }
     }
 

@@ -285,7 +285,13 @@ impl ReplicationPrimary {
             return self.violation();
         }
         let local_entries = state.last_seq() - common;
-        if d.entries_after > 0 && local_entries == 0 {
+        // The peer was primary and died before replicating its last entries,
+        // and never recorded us Outdated: none of them was acknowledged, so
+        // they go (its generations are kept as branches). No split brain.
+        let unacknowledged = d.entries_after > 0 && !d.outdated_after;
+        if unacknowledged {
+            self.send(&Message::Truncate { seq: common });
+        } else if d.entries_after > 0 && local_entries == 0 {
             self.send(&Message::Refused {
                 reason: RefuseReason::PeerAhead,
             });
@@ -294,7 +300,7 @@ impl ReplicationPrimary {
                 local_seq: state.last_seq(),
             });
         }
-        if d.entries_after > 0 {
+        if d.entries_after > 0 && !unacknowledged {
             let winner = self.split_brain_winner(store, common, &d);
             self.events.push_back(Event::SplitBrain {
                 common_seq: common,
@@ -568,8 +574,19 @@ pub(super) fn count_changes(store: &Store, common: u64) -> u64 {
         .unwrap_or_default();
     records
         .iter()
-        .filter(|r| !matches!(r.entry, Entry::Lease { .. }))
+        .filter(|r| !matches!(r.entry, Entry::Lease { .. } | Entry::PeerOutdated))
         .count() as u64
+}
+
+/// Whether this node's entries after `common` include an
+/// [`Entry::PeerOutdated`] (it may have acknowledged some alone).
+pub(super) fn outdated_after(store: &Store, common: u64) -> bool {
+    store
+        .journal()
+        .read_from(common + 1, usize::MAX)
+        .unwrap_or_default()
+        .iter()
+        .any(|r| r.entry == Entry::PeerOutdated)
 }
 
 fn snapshot_roots(store: &Store) -> Vec<ObjectId> {

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use ironroot_net::Instant;
 
-use super::primary::{count_changes, hello};
+use super::primary::{count_changes, hello, outdated_after};
 use super::wire::{
     decode_message, encode_message, Divergence, Message, RefuseReason, MESSAGE_LEN_MAX,
     OFFER_IDS_MAX, WIRE_VERSION,
@@ -186,6 +186,7 @@ impl ReplicationSecondary {
             entries_after: state.last_seq() - common,
             changes_after: count_changes(store, common),
             first_epoch_after: state.epoch_of(common + 1),
+            outdated_after: outdated_after(store, common),
         };
         self.events.push_back(Event::Connected {
             peer_node: peer.node,
