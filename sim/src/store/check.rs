@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ironroot_net::Instant;
 use ironroot_store::journal::Lease;
 use ironroot_store::model::{NodeKind, ObjectId, ObjectKind};
+use ironroot_store::replication::wire::RefuseReason;
 use ironroot_store::replication::{Event, ReplicationMetrics, Winner};
 use ironroot_store::store::Store;
 
@@ -288,6 +289,7 @@ pub fn check(config: &StoreFile, trace: &StoreTrace) -> Vec<String> {
             "{node}: the store reopened with {bytes} damaged bytes inside its packs (only a torn tail is allowed)"
         ));
     }
+    violations.extend(honest_peers(trace));
     violations.extend(lost_writes(trace));
     violations.extend(split_brain(config, trace));
     violations.extend(convergence(config, trace));
@@ -312,6 +314,28 @@ pub fn check(config: &StoreFile, trace: &StoreTrace) -> Vec<String> {
         violations.push("no write was acknowledged: the workload never ran".to_owned());
     }
     violations
+}
+
+/// Both nodes run the same code: neither may ever see the other break the
+/// protocol or ship a corrupt object (a local disk failure must be reported
+/// as such, not blamed on the peer).
+fn honest_peers(trace: &StoreTrace) -> Vec<String> {
+    let blamed = |event: &Event| {
+        matches!(
+            event,
+            Event::ProtocolViolation
+                | Event::Refused {
+                    reason: RefuseReason::ProtocolViolation | RefuseReason::CorruptObject,
+                }
+        )
+    };
+    trace
+        .events
+        .iter()
+        .filter(|(_, _, event)| blamed(event))
+        .take(4)
+        .map(|(at, node, event)| format!("{node} blamed its honest peer at {at}: {event:?}"))
+        .collect()
 }
 
 /// Nodes that gave up divergent entries after a split brain was reported:
@@ -652,6 +676,23 @@ mod tests {
             },
         ));
         assert!(check(&config(""), &unexpected)[0].contains("none was expected"));
+    }
+
+    #[test]
+    fn blaming_an_honest_peer_is_reported() {
+        let mut trace = good();
+        trace.events.push((
+            Instant::ZERO,
+            "a".to_owned(),
+            Event::Refused {
+                reason: RefuseReason::CorruptObject,
+            },
+        ));
+        let violations = check(&config(""), &trace);
+        assert!(
+            violations[0].contains("blamed its honest peer"),
+            "{violations:?}"
+        );
     }
 
     #[test]

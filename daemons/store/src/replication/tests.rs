@@ -579,3 +579,30 @@ fn a_dead_primary_s_unreplicated_tail_is_dropped_without_a_split_brain() {
         .iter()
         .any(|e| matches!(e, Event::SplitBrain { .. })));
 }
+
+#[test]
+fn a_secondary_whose_disk_is_full_says_so() {
+    let mem = Arc::new(MemStorage::new());
+    let (b, _) = Store::open(mem.clone()).unwrap();
+    let mut pair = Pair::with_stores(store(1, true), b, ReplicationConfig::new(1));
+    pair.connect();
+    mem.set_quota(Some(mem.used_bytes()));
+    write_file(pair.tree.path(), "f", b"does not fit");
+    let record = pair.import("img");
+    pair.pump();
+    let refused = Event::Refused {
+        reason: super::wire::RefuseReason::StorageFailed,
+    };
+    assert!(
+        pair.secondary_events.contains(&refused),
+        "{:?}",
+        pair.secondary_events
+    );
+    assert!(
+        pair.primary_events.contains(&refused),
+        "{:?}",
+        pair.primary_events
+    );
+    assert!(!pair.acked(record.seq));
+    assert_eq!(pair.secondary.metrics().corrupt_objects, 0);
+}

@@ -89,6 +89,9 @@ pub enum RefuseReason {
     PeerAhead,
     ProtocolViolation,
     CorruptObject,
+    /// The refusing side could not store what it received (disk full,
+    /// I/O error): its own trouble, not the peer's.
+    StorageFailed,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
