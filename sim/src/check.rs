@@ -47,6 +47,11 @@ pub fn check(scenario: &Scenario, trace: &RunTrace) -> Verdict {
         &trace.services,
         trace.first_fault,
     ));
+    match (&scenario.store, &trace.store) {
+        (Some(config), Some(store)) => violations.extend(crate::store::check::check(config, store)),
+        (Some(_), None) => violations.push("the store scenario produced no store trace".to_owned()),
+        _ => {}
+    }
     if expect.single_owner {
         for (start, end, holders) in &trace.dual_owner {
             violations.push(format!(

@@ -14,6 +14,7 @@ pub mod report;
 pub mod scenario;
 pub mod service_checks;
 pub mod services;
+pub mod store;
 pub mod svg;
 pub mod world;
 

@@ -88,6 +88,11 @@ pub fn render_run(
         }
     }
     let _ = writeln!(out, "vip owner changes: {}", trace.owner_changes);
+    if let Some(store) = &trace.store {
+        for line in crate::store::check::summary(store) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
     if !verdict.passed {
         let _ = writeln!(out, "replay: {}", replay_command(path, trace.seed));
     }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::store::config::StoreFile;
+
 /// A scenario file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +31,10 @@ pub struct ScenarioFile {
     /// Run the cluster manager on the nodes (instead of scripted claims).
     #[serde(default)]
     pub cluster: Option<ClusterSection>,
+    /// Run the replicated store on the nodes (primary/secondary roles
+    /// scripted by faults) with a writer on the primary.
+    #[serde(default)]
+    pub store: Option<StoreFile>,
     pub probe: ProbeFile,
     pub expect: ExpectFile,
     /// Real DHCP and TFTP on the nodes, simulated PXE clients.
@@ -147,6 +153,33 @@ pub enum FaultKind {
     Loss,
     /// Operator command on `host`: move the services to the peer.
     Switchover,
+    /// Store scenarios: `host` becomes primary (a new epoch).
+    Promote,
+    /// Store scenarios: `host` becomes secondary.
+    Demote,
+    /// Store scenarios: `host`'s disk is full from now on.
+    DiskFull,
+    /// Store scenarios: space on `host`'s disk is freed.
+    DiskFree,
+    /// Store scenarios: every fsync on `host` takes `store.slow_sync_ms`.
+    DiskSlow,
+    /// Store scenarios: `host`'s disk is fast again.
+    DiskFast,
+}
+
+impl FaultKind {
+    /// Faults only a `[store]` scenario understands.
+    pub fn is_store(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Promote
+                | FaultKind::Demote
+                | FaultKind::DiskFull
+                | FaultKind::DiskFree
+                | FaultKind::DiskSlow
+                | FaultKind::DiskFast
+        )
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +231,7 @@ pub struct Scenario {
     pub nodes: Vec<Node>,
     pub faults: Vec<Fault>,
     pub cluster: Option<ClusterSection>,
+    pub store: Option<StoreFile>,
     pub probe_interval: Duration,
     pub expect: Expect,
     pub services: Option<crate::services::Services>,
@@ -321,6 +355,7 @@ impl ScenarioFile {
         let faults = self.validate_faults(&nodes)?;
         let expect = self.validate_expect(&nodes)?;
         self.validate_cluster(&nodes)?;
+        self.validate_store(&nodes)?;
         if self.probe.interval_ms == 0 {
             return Err(invalid("probe.interval_ms", "must be positive"));
         }
@@ -347,6 +382,7 @@ impl ScenarioFile {
             nodes,
             faults,
             cluster: self.cluster.clone(),
+            store: self.store.clone(),
             probe_interval: Duration::from_millis(self.probe.interval_ms),
             expect,
             services,
@@ -419,13 +455,14 @@ impl ScenarioFile {
                     Some(host),
                     None,
                 ) => vec![host.clone()],
+                (kind, Some(host), None) if kind.is_store() => vec![host.clone()],
                 (FaultKind::Partition | FaultKind::Heal | FaultKind::Loss, None, Some([a, b])) if a != b => {
                     vec![a.clone(), b.clone()]
                 }
                 (FaultKind::Partition | FaultKind::Heal | FaultKind::Loss, _, _) => {
                     return Err(invalid(key("between"), "partition, heal and loss take `between = [a, b]` with two different hosts and no `host`"))
                 }
-                _ => return Err(invalid(key("host"), "crash, die, restart and switchover take `host` and no `between`")),
+                _ => return Err(invalid(key("host"), "crash, die, restart, switchover, promote, demote and disk faults take `host` and no `between`")),
             };
             let rate = match (fault.kind, fault.rate) {
                 (FaultKind::Loss, Some(rate)) if (0.0..=1.0).contains(&rate) => rate,
@@ -435,6 +472,18 @@ impl ScenarioFile {
                 (_, None) => 0.0,
                 (_, Some(_)) => return Err(invalid(key("rate"), "only loss takes a rate")),
             };
+            if fault.kind.is_store() && self.store.is_none() {
+                return Err(invalid(
+                    key("kind"),
+                    "promote, demote and disk faults need a [store] section",
+                ));
+            }
+            if fault.kind.is_store() && !nodes.iter().any(|n| n.name == hosts[0]) {
+                return Err(invalid(
+                    key("host"),
+                    format!("{:?} is not a store node", hosts[0]),
+                ));
+            }
             if fault.kind == FaultKind::Switchover && self.cluster.is_none() {
                 return Err(invalid(key("kind"), "switchover needs a [cluster] section"));
             }
@@ -480,6 +529,25 @@ impl ScenarioFile {
             dual_owner_expected: self.expect.dual_owner_expected,
             owner_changes_max: self.expect.owner_changes_max,
         })
+    }
+
+    fn validate_store(&self, nodes: &[Node]) -> Result<(), Invalid> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        if self.cluster.is_some() {
+            return Err(invalid(
+                "store",
+                "a [store] scenario scripts roles itself; remove [cluster]",
+            ));
+        }
+        if let Some(i) = nodes.iter().position(|n| n.claim_at.is_some()) {
+            return Err(invalid(
+                format!("nodes[{i}].claim_at_ms"),
+                "store nodes do not claim the VIP; remove it",
+            ));
+        }
+        store.validate(nodes, self.duration_ms)
     }
 
     fn validate_cluster(&self, nodes: &[Node]) -> Result<(), Invalid> {

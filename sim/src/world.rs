@@ -12,6 +12,7 @@ use ironroot_net::{Clock, Instant, Runtime, UdpBind, UdpSocket, VipControl, VipS
 
 use crate::cluster::{self, ResourceEvent, Shared};
 use crate::scenario::{Fault, FaultKind, Node, Scenario, CLIENT, WITNESS};
+use crate::store::{Action, StoreWorld};
 
 /// UDP port of the "who answers the VIP" service on every node.
 pub const WHOAMI_PORT: u16 = 7;
@@ -79,6 +80,8 @@ pub struct RunTrace {
     pub resource_events: Vec<(Instant, String, ResourceEvent)>,
     /// DHCP/TFTP scenarios: what the PXE clients saw, what the stores hold.
     pub services: crate::services::ServicesTrace,
+    /// The replicated store's ledger, events and replicas (store scenarios).
+    pub store: Option<crate::store::check::StoreTrace>,
 }
 
 fn vip_spec(scenario: &Scenario) -> VipSpec {
@@ -105,8 +108,17 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunTrace {
     let log = Log::default();
     let transitions: Transitions = Arc::default();
     let shared = Shared::default();
+    let store = scenario
+        .store
+        .as_ref()
+        .map(|config| StoreWorld::new(scenario, config, seed));
 
     match &scenario.cluster {
+        None if store.is_some() => {
+            if let Some(store) = &store {
+                store.add_nodes(&mut sim, &segment, &log, seed);
+            }
+        }
         Some(section) => {
             for node in &scenario.nodes {
                 cluster::add_node(
@@ -140,6 +152,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunTrace {
         host_error: None,
         resource_events: Vec::new(),
         services: Default::default(),
+        store: None,
     };
     let mut world = World {
         sim: &mut sim,
@@ -147,8 +160,10 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunTrace {
         segment: &segment,
         log: &log,
         shared: &shared,
+        store,
     };
     world.drive(&mut trace);
+    trace.store = world.store.take().map(StoreWorld::finish);
     trace.log = merge_log(log.take(), segment.events(now_of(&sim)), &sim);
     trace.transitions = transitions
         .lock()
@@ -185,6 +200,7 @@ struct World<'w, 'a> {
     segment: &'w Segment,
     log: &'w Log,
     shared: &'w Shared,
+    store: Option<StoreWorld>,
 }
 
 impl World<'_, '_> {
@@ -206,6 +222,13 @@ impl World<'_, '_> {
             while let Some((_, fault)) = faults.next_if(|(at, _)| *at <= now.since_origin()) {
                 trace.first_fault.get_or_insert(now);
                 self.apply_fault(fault, now);
+            }
+            let actions = match &mut self.store {
+                Some(store) => store.before_step(now, self.log),
+                None => Vec::new(),
+            };
+            for action in actions {
+                self.perform(action, now);
             }
             for target in self.shared.take_fence_requests() {
                 self.log
@@ -283,8 +306,35 @@ impl World<'_, '_> {
             .set_cut(self.sim.lookup(a), self.sim.lookup(b), cut);
     }
 
+    fn perform(&mut self, action: Action, now: Instant) {
+        match action {
+            Action::Kill(host) => self.kill_host(&host, now),
+            Action::Restart(host) => {
+                self.log.push(now, "sim", "store.restart", host.clone());
+                self.restart_host(&host);
+            }
+            Action::Hold(a, b) => self.sim.hold(a.as_str(), b.as_str()),
+            Action::Release(a, b) => self.sim.release(a.as_str(), b.as_str()),
+        }
+    }
+
+    /// The host's software starts again with its links healed.
+    fn restart_host(&mut self, host: &str) {
+        self.shared.powered_on(host);
+        for other in self.everyone().iter().filter(|o| **o != host) {
+            self.cut(host, other.as_str(), false);
+        }
+        self.sim.bounce(host);
+        if let Some(store) = &mut self.store {
+            store.host_restarted(host);
+        }
+    }
+
     /// Host death: software gone, addresses gone, every link cut.
     fn kill_host(&mut self, host: &str, now: Instant) {
+        if let Some(store) = &mut self.store {
+            store.host_killed(host, now);
+        }
         self.segment.host_died(self.sim.lookup(host), now);
         self.sim.crash(host);
         self.shared.record(now, host, ResourceEvent::Crashed);
@@ -318,11 +368,7 @@ impl World<'_, '_> {
             }
             FaultKind::Restart => {
                 log.push(now, "sim", "fault.restart", hosts[0].clone());
-                self.shared.powered_on(&hosts[0]);
-                for other in self.everyone().iter().filter(|o| **o != hosts[0]) {
-                    self.cut(hosts[0].as_str(), other.as_str(), false);
-                }
-                self.sim.bounce(hosts[0].as_str());
+                self.restart_host(&hosts[0]);
             }
             FaultKind::Partition => {
                 log.push(
@@ -341,6 +387,9 @@ impl World<'_, '_> {
                     format!("{} | {}", hosts[0], hosts[1]),
                 );
                 self.cut(hosts[0].as_str(), hosts[1].as_str(), false);
+                if let Some(store) = &mut self.store {
+                    store.healed(hosts);
+                }
             }
             FaultKind::Loss => {
                 log.push(
@@ -351,6 +400,20 @@ impl World<'_, '_> {
                 );
                 self.sim
                     .set_link_fail_rate(hosts[0].as_str(), hosts[1].as_str(), fault.rate);
+            }
+            FaultKind::Promote
+            | FaultKind::Demote
+            | FaultKind::DiskFull
+            | FaultKind::DiskFree
+            | FaultKind::DiskSlow
+            | FaultKind::DiskFast => {
+                let actions = match &mut self.store {
+                    Some(store) => store.apply_fault(fault, now, log),
+                    None => Vec::new(),
+                };
+                for action in actions {
+                    self.perform(action, now);
+                }
             }
             FaultKind::Switchover => {
                 let delivered = self

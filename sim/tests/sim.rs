@@ -136,3 +136,78 @@ fn unknown_keys_and_bad_values_name_the_key_path() {
         "{error}"
     );
 }
+
+#[test]
+fn a_store_scenario_replays_byte_for_byte() {
+    let path = "scenarios/store-crash-write.toml";
+    let crash = scenario(path);
+    let (first, _, _) = run_one(path, "rev", &crash, 5);
+    let (second, trace, _) = run_one(path, "rev", &crash, 5);
+    assert_eq!(first, second);
+    assert!(first.contains("outcome: PASS"), "{first}");
+    let store = trace.store.expect("store trace");
+    assert!(store.crashes > 0 && !store.ledger.is_empty(), "{first}");
+}
+
+#[test]
+fn the_store_checkers_fail_a_wrong_expectation() {
+    let text = include_str!("../../scenarios/store-partition-discard-younger-primary.toml")
+        .replace("loser = \"b\"", "loser = \"a\"");
+    let wrong = Scenario::parse(&text, "wrong.toml").expect("parses");
+    let (out, _, verdict) = run_one("wrong.toml", "rev", &wrong, 1);
+    assert!(!verdict.passed, "{out}");
+    assert!(
+        out.contains("a was expected to lose the split brain"),
+        "{out}"
+    );
+    assert!(out.contains("b gave up its entries"), "{out}");
+
+    let text = include_str!("../../scenarios/store-long-outage.toml").replace(
+        "resync_exact = true",
+        "resync_exact = true\nsplit_brain = true",
+    );
+    let wrong = Scenario::parse(&text, "wrong.toml").expect("parses");
+    let (out, _, verdict) = run_one("wrong.toml", "rev", &wrong, 1);
+    assert!(!verdict.passed, "{out}");
+    assert!(out.contains("the split brain was never detected"), "{out}");
+}
+
+#[test]
+fn store_sections_are_validated_with_key_paths() {
+    let base = include_str!("../../scenarios/store-crash-write.toml");
+    let cases = [
+        (
+            base.replace("primary = \"a\"", "primary = \"zz\""),
+            "store.primary: unknown node \"zz\"",
+        ),
+        (
+            base.replace("writes_until_ms = 4500", "writes_until_ms = 9000"),
+            "store.writes_until_ms: must be before the end",
+        ),
+        (
+            base.replace(
+                "restart_after_ms = [100, 600]",
+                "restart_after_ms = [600, 100]",
+            ),
+            "store.restart_after_ms: [600, 100]",
+        ),
+        (
+            base.replace("torn_tail = true", "torn_tail = true\ntorn_tails = 1"),
+            "torn_tails",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = Scenario::parse(&text, "x.toml")
+            .expect_err("invalid")
+            .to_string();
+        assert!(error.contains(expected), "{error}");
+    }
+    let no_store = include_str!("../../scenarios/vip-move.toml").replace(
+        "[probe]",
+        "[[faults]]\nat_ms = 2500\nkind = \"disk-full\"\nhost = \"a\"\n\n[probe]",
+    );
+    let error = Scenario::parse(&no_store, "x.toml")
+        .expect_err("store fault without [store]")
+        .to_string();
+    assert!(error.contains("need a [store] section"), "{error}");
+}

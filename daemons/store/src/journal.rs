@@ -160,6 +160,12 @@ pub enum Entry {
     PoolLeases {
         leases: Vec<PoolLease>,
     },
+    /// The primary recorded its peer Outdated: from here it may acknowledge
+    /// entries the peer does not hold. Written (durably, in a fresh epoch)
+    /// before the first such acknowledgement, so a tail of entries after the
+    /// last one both nodes share that holds no such entry was never
+    /// acknowledged to anyone. Changes no state.
+    PeerOutdated,
 }
 
 impl Entry {
@@ -332,8 +338,24 @@ impl Journal {
         }
         let name = self.segment.clone().expect("set above");
         let framed = record::encode(RECORD_KIND, &payload);
-        let offset = self.storage.append(&name, &framed)?;
-        self.storage.sync(&name)?;
+        let offset = match self.storage.append(&name, &framed) {
+            Ok(offset) => offset,
+            Err(error) => {
+                // A full disk may have taken part of the record: cut it, or
+                // the next append would bury it mid-segment and the journal
+                // would refuse to open. Best effort, as in the object packs.
+                if self.storage.len(&name)?.is_some() {
+                    let _ = self.storage.truncate(&name, self.segment_len);
+                }
+                return Err(error.into());
+            }
+        };
+        if let Err(error) = self.storage.sync(&name) {
+            // The entry is not durable and its caller hears so: it must not
+            // stay either, or the next entry would take the same seq.
+            let _ = self.storage.truncate(&name, self.segment_len);
+            return Err(error.into());
+        }
         self.segment_len = offset + framed.len() as u64;
         self.last_seq = record.seq;
         self.ends.insert(record.seq, (name, self.segment_len));

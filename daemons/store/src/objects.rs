@@ -211,7 +211,18 @@ impl ObjectStore {
         payload.extend_from_slice(&id.0);
         payload.extend_from_slice(bytes);
         let framed = record::encode(kind as u8, &payload);
-        let offset = self.storage.append(&segment_name(self.active), &framed)?;
+        let name = segment_name(self.active);
+        let offset = match self.storage.append(&name, &framed) {
+            Ok(offset) => offset,
+            Err(error) => {
+                // A full disk may have taken part of the record: cut it, or
+                // the next append would bury it mid-segment, where a scan
+                // counts it as damage. Best effort: if even this fails,
+                // the part stays a torn tail until the next append.
+                let _ = self.storage.truncate(&name, self.active_len);
+                return Err(error.into());
+            }
+        };
         self.active_len = offset + framed.len() as u64;
         self.unsynced = true;
         self.index.insert(

@@ -239,7 +239,8 @@ impl StoreState {
                 }
             }
             Entry::PoolLeases { leases } => self.check_pool_leases(leases)?,
-            Entry::ClientRemove { .. } | Entry::GenerationsDropped { .. } => {}
+            Entry::ClientRemove { .. } | Entry::GenerationsDropped { .. } | Entry::PeerOutdated => {
+            }
         }
         Ok(())
     }
@@ -305,6 +306,7 @@ impl StoreState {
                 self.generations.retain(|id, _| !ids.contains(id));
                 self.refs.retain(|_, g| !ids.contains(g));
             }
+            Entry::PeerOutdated => {}
         }
     }
 

@@ -29,6 +29,16 @@ pub enum StorageError {
         len: usize,
         file_len: u64,
     },
+    /// The disk is full (ENOSPC): `name` took what fit of the write.
+    #[error("no space left for {name:?}: {used_bytes} of {quota_bytes} bytes used")]
+    Full {
+        name: String,
+        used_bytes: u64,
+        quota_bytes: u64,
+    },
+    /// The device stopped answering (a simulated crash mid-write).
+    #[error("device gone while writing {name:?}")]
+    Gone { name: String },
     #[error("i/o on {name:?}: {source}")]
     Io {
         name: String,
@@ -262,12 +272,29 @@ struct MemFile {
     synced_exists: bool,
 }
 
+/// Faults a test or the simulator injects into a [`MemStorage`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Faults {
+    /// Total bytes the disk holds; appends beyond it fail with
+    /// [`StorageError::Full`] after writing what fits (as ENOSPC does).
+    quota_bytes: Option<u64>,
+    /// Mutating operations left before the device goes away.
+    ops_until_gone: Option<u64>,
+    /// The device went away: every operation fails until [`MemStorage::crash`].
+    gone: bool,
+    /// Syncs done so far (a slow disk pays for each).
+    syncs: u64,
+}
+
 /// In-memory [`Storage`] with the crash semantics of a real disk: after
 /// [`MemStorage::crash`] only synced bytes remain (plus, optionally, a torn
-/// random prefix of the unsynced tail).
+/// random prefix of the unsynced tail). Faults can be injected: a quota
+/// (full disk) and a device that goes away after a number of operations
+/// (a crash at an exact point of a write).
 #[derive(Default)]
 pub struct MemStorage {
     files: Mutex<BTreeMap<String, MemFile>>,
+    faults: Mutex<Faults>,
 }
 
 impl MemStorage {
@@ -275,9 +302,68 @@ impl MemStorage {
         MemStorage::default()
     }
 
+    /// Limit the disk to `quota_bytes` in total (`None`: unlimited).
+    pub fn set_quota(&self, quota_bytes: Option<u64>) {
+        self.faults().quota_bytes = quota_bytes;
+    }
+
+    /// Bytes stored over all files.
+    pub fn used_bytes(&self) -> u64 {
+        let files = self.files.lock().expect("storage lock poisoned");
+        files.values().map(|f| f.data.len() as u64).sum()
+    }
+
+    /// The device goes away after `ops` more mutating operations (append,
+    /// sync, truncate, atomic write, remove): the next one fails with
+    /// [`StorageError::Gone`], as does everything after it until
+    /// [`MemStorage::crash`].
+    pub fn fail_after(&self, ops: u64) {
+        self.faults().ops_until_gone = Some(ops);
+    }
+
+    /// Whether the device went away (see [`MemStorage::fail_after`]).
+    pub fn is_gone(&self) -> bool {
+        self.faults().gone
+    }
+
+    /// Syncs done since the storage was made.
+    pub fn syncs(&self) -> u64 {
+        self.faults().syncs
+    }
+
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().expect("storage lock poisoned")
+    }
+
+    /// Count one mutating operation; fails once the device is gone.
+    fn operate(&self, name: &str) -> Result<(), StorageError> {
+        let mut faults = self.faults();
+        match faults.ops_until_gone {
+            _ if faults.gone => {}
+            Some(0) => {
+                faults.gone = true;
+                faults.ops_until_gone = None;
+            }
+            Some(n) => faults.ops_until_gone = Some(n - 1),
+            None => {}
+        }
+        if faults.gone {
+            return Err(StorageError::Gone {
+                name: name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Lose everything not synced. With `torn_seed`, each file keeps a
-    /// random prefix of its unsynced tail instead (a torn write).
+    /// random prefix of its unsynced tail instead (a torn write). A device
+    /// that went away is back afterwards (the machine restarted).
     pub fn crash(&self, torn_seed: Option<u64>) {
+        {
+            let mut faults = self.faults();
+            faults.gone = false;
+            faults.ops_until_gone = None;
+        }
         let mut rng = torn_seed.map(rand_chacha::ChaCha8Rng::seed_from_u64);
         let mut files = self.files.lock().expect("storage lock poisoned");
         files.retain(|_, file| {
@@ -317,15 +403,31 @@ impl MemStorage {
 impl Storage for MemStorage {
     fn append(&self, name: &str, data: &[u8]) -> Result<u64, StorageError> {
         check_name(name)?;
+        self.operate(name)?;
+        let quota = self.faults().quota_bytes;
         let mut files = self.files.lock().expect("storage lock poisoned");
+        let used: u64 = files.values().map(|f| f.data.len() as u64).sum();
         let file = files.entry(name.to_owned()).or_default();
         let offset = file.data.len() as u64;
+        if let Some(quota) = quota {
+            let room = usize::try_from(quota.saturating_sub(used)).unwrap_or(usize::MAX);
+            if data.len() > room {
+                file.data.extend_from_slice(&data[..room]);
+                return Err(StorageError::Full {
+                    name: name.to_owned(),
+                    used_bytes: used + room as u64,
+                    quota_bytes: quota,
+                });
+            }
+        }
         file.data.extend_from_slice(data);
         Ok(offset)
     }
 
     fn sync(&self, name: &str) -> Result<(), StorageError> {
         check_name(name)?;
+        self.operate(name)?;
+        self.faults().syncs += 1;
         let mut files = self.files.lock().expect("storage lock poisoned");
         let file = files.entry(name.to_owned()).or_default();
         file.synced_len = file.data.len();
@@ -366,6 +468,7 @@ impl Storage for MemStorage {
 
     fn truncate(&self, name: &str, len: u64) -> Result<(), StorageError> {
         check_name(name)?;
+        self.operate(name)?;
         let mut files = self.files.lock().expect("storage lock poisoned");
         let file = files.get_mut(name).ok_or_else(|| Self::not_found(name))?;
         let len = usize::try_from(len)
@@ -379,7 +482,22 @@ impl Storage for MemStorage {
 
     fn write_atomic(&self, name: &str, data: &[u8]) -> Result<(), StorageError> {
         check_name(name)?;
+        self.operate(name)?;
+        let quota = self.faults().quota_bytes;
         let mut files = self.files.lock().expect("storage lock poisoned");
+        let used: u64 = files
+            .iter()
+            .filter(|(n, _)| n.as_str() != name)
+            .map(|(_, f)| f.data.len() as u64)
+            .sum();
+        if let Some(quota) = quota.filter(|q| used + data.len() as u64 > *q) {
+            // The temporary file did not fit: the old content stays.
+            return Err(StorageError::Full {
+                name: name.to_owned(),
+                used_bytes: used,
+                quota_bytes: quota,
+            });
+        }
         files.insert(
             name.to_owned(),
             MemFile {
@@ -398,6 +516,7 @@ impl Storage for MemStorage {
 
     fn remove(&self, name: &str) -> Result<(), StorageError> {
         check_name(name)?;
+        self.operate(name)?;
         self.files
             .lock()
             .expect("storage lock poisoned")
@@ -452,6 +571,46 @@ mod tests {
         storage.crash(None);
         assert_eq!(storage.read_all("log").unwrap(), b"durable");
         assert_eq!(storage.len("new").unwrap(), None);
+    }
+
+    #[test]
+    fn mem_full_disk_writes_what_fits_then_refuses() {
+        let storage = MemStorage::new();
+        storage.set_quota(Some(10));
+        storage.append("log", b"0123456").unwrap();
+        let error = storage.append("log", b"789abc").unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StorageError::Full {
+                    used_bytes: 10,
+                    quota_bytes: 10,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(storage.read_all("log").unwrap(), b"0123456789");
+        assert!(storage.write_atomic("ref", b"x").is_err());
+        storage.set_quota(None);
+        assert_eq!(storage.append("log", b"d").unwrap(), 10);
+    }
+
+    #[test]
+    fn mem_device_goes_away_at_an_exact_operation() {
+        let storage = MemStorage::new();
+        storage.fail_after(2);
+        storage.append("log", b"a").unwrap();
+        storage.sync("log").unwrap();
+        assert!(matches!(
+            storage.append("log", b"b"),
+            Err(StorageError::Gone { .. })
+        ));
+        assert!(storage.is_gone() && storage.sync("log").is_err());
+        storage.crash(None);
+        assert!(!storage.is_gone());
+        assert_eq!(storage.read_all("log").unwrap(), b"a");
+        assert_eq!(storage.syncs(), 1);
     }
 
     #[test]

@@ -336,6 +336,17 @@ impl Store {
         self.write_entry(Entry::PoolLeases { leases })
     }
 
+    /// The peer is recorded Outdated: start a fresh epoch with an
+    /// [`Entry::PeerOutdated`], durable before anything is acknowledged
+    /// without the peer. A peer promoted later can then tell this node's
+    /// unreplicated tail (no such entry: never acknowledged, dropped on
+    /// reconnect) from writes acknowledged alone (a split brain).
+    pub fn record_peer_outdated(&mut self) -> Result<Record, StoreError> {
+        let epoch = self.epoch.ok_or(StoreError::NotPrimary)?;
+        self.promote(epoch.node, epoch.term);
+        self.write_entry(Entry::PeerOutdated)
+    }
+
     /// Append an entry of the primary's journal (secondary side). The
     /// objects it references must already be stored durably.
     pub fn apply_replicated(&mut self, record: &Record) -> Result<(), StoreError> {

@@ -2,6 +2,8 @@
 
 #[path = "store/crash.rs"]
 mod crash;
+#[path = "store/full_disk.rs"]
+mod full_disk;
 #[path = "store/fuzz_corpus.rs"]
 mod fuzz_corpus;
 #[path = "store/generations.rs"]

@@ -12,7 +12,7 @@ use ironroot_net::{Runtime, TcpListener};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Event, Progress, ReplicationPrimary, ReplicationSecondary};
+use super::{Event, Progress, ReplicationMetrics, ReplicationPrimary, ReplicationSecondary};
 use crate::journal::Record;
 use crate::store::{Store, StoreError};
 
@@ -81,6 +81,7 @@ pub struct PrimaryReport {
 pub struct PrimaryHandle {
     commands: mpsc::Sender<Command>,
     report: Arc<Mutex<PrimaryReport>>,
+    metrics: Arc<Mutex<ReplicationMetrics>>,
 }
 
 impl PrimaryHandle {
@@ -112,6 +113,12 @@ impl PrimaryHandle {
         rx.await.map_err(|_| WriteError::DriverGone)?
     }
 
+    /// The machine's counters (objects and entries shipped, peer
+    /// misbehaviour), as of the driver's last step.
+    pub fn metrics(&self) -> ReplicationMetrics {
+        *self.metrics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The peer is recorded Outdated (witness or fencing succeeded).
     pub async fn peer_outdated(&self) -> Result<(), WriteError> {
         self.commands
@@ -132,8 +139,10 @@ pub fn spawn_primary<R: Runtime>(
     let (commands_tx, commands) = mpsc::channel(config.commands_max);
     let (events_tx, events) = mpsc::channel(config.events_max);
     let report = Arc::new(Mutex::new(PrimaryReport::default()));
+    let metrics = Arc::new(Mutex::new(machine.metrics()));
     let mut driver = PrimaryDriver {
         report: Arc::clone(&report),
+        metrics: Arc::clone(&metrics),
         rt,
         store,
         machine,
@@ -148,6 +157,7 @@ pub fn spawn_primary<R: Runtime>(
         PrimaryHandle {
             commands: commands_tx,
             report,
+            metrics,
         },
         events,
     )
@@ -163,6 +173,7 @@ struct PrimaryDriver<R: Runtime> {
     config: DriverConfig,
     events_dropped: u64,
     report: Arc<Mutex<PrimaryReport>>,
+    metrics: Arc<Mutex<ReplicationMetrics>>,
 }
 
 impl<R: Runtime> PrimaryDriver<R> {
@@ -236,7 +247,14 @@ impl<R: Runtime> PrimaryDriver<R> {
                     }
                 }
             }
-            Command::PeerOutdated => self.machine.handle_peer_outdated(now),
+            Command::PeerOutdated => {
+                // Durable before anything is acknowledged alone; if the disk
+                // refuses, the writes stay waiting and time out again.
+                let mut store = self.store.lock().expect("store lock");
+                if store.record_peer_outdated().is_ok() {
+                    self.machine.handle_peer_outdated(now);
+                }
+            }
             Command::KeepLocal => self.machine.resolve_keep_local(),
         }
     }
@@ -246,6 +264,7 @@ impl<R: Runtime> PrimaryDriver<R> {
             progress: self.machine.progress(),
             keep_local_pending: self.machine.keep_local_pending(),
         };
+        *self.metrics.lock().unwrap_or_else(|p| p.into_inner()) = self.machine.metrics();
         while let Some(event) = self.machine.poll_event() {
             match &event {
                 Event::Acknowledged { seq } => {

@@ -12,7 +12,7 @@ use super::wire::{
 use super::{
     younger, DegradedPolicy, Event, ReplicationConfig, ReplicationMetrics, SplitBrainPolicy, Winner,
 };
-use crate::journal::Record;
+use crate::journal::{Entry, Record};
 use crate::model::{ObjectId, ObjectKind};
 use crate::state::last_common_seq;
 use crate::store::Store;
@@ -83,6 +83,11 @@ pub struct ReplicationPrimary {
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     deadline: Option<Instant>,
+    /// Set when a connection ends with writes waiting, cleared when the
+    /// peer acknowledges something: a peer that keeps accepting connections
+    /// and refusing entries (its disk is full) must not hold writes forever
+    /// by resetting the answer deadline at every reconnect.
+    progress_deadline: Option<Instant>,
     metrics: ReplicationMetrics,
     /// The operator chose this side's history: the next divergence is
     /// resolved in its favour whatever the policy (one-shot).
@@ -104,6 +109,7 @@ impl ReplicationPrimary {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             deadline: None,
+            progress_deadline: None,
             metrics: ReplicationMetrics::default(),
             keep_local: false,
         }
@@ -185,6 +191,8 @@ impl ReplicationPrimary {
             self.settle_pending();
         } else if !self.pending.is_empty() {
             self.expect_answer(now);
+            self.progress_deadline
+                .get_or_insert(now + Duration::from_millis(self.config.response_timeout_ms));
         }
     }
 
@@ -204,6 +212,7 @@ impl ReplicationPrimary {
     /// writes are settled by the degraded policy.
     pub fn handle_peer_outdated(&mut self, _now: Instant) {
         self.peer_outdated = true;
+        self.progress_deadline = None;
         // Resync reads them back from the journal; degraded mode must not
         // grow memory.
         self.outbox.clear();
@@ -326,7 +335,15 @@ impl ReplicationPrimary {
             return self.violation();
         }
         let local_entries = state.last_seq() - common;
-        if d.entries_after > 0 && local_entries == 0 && !self.keep_local {
+        // The peer was primary and died before replicating its last entries,
+        // and never recorded us Outdated: none of them was acknowledged, so
+        // they go (its generations are kept as branches). No split brain.
+        let unacknowledged = d.entries_after > 0 && !d.outdated_after;
+        if unacknowledged {
+            // Nothing to resolve: an operator's keep-local is spent too.
+            self.keep_local = false;
+            self.send(&Message::Truncate { seq: common });
+        } else if d.entries_after > 0 && local_entries == 0 && !self.keep_local {
             self.send(&Message::Refused {
                 reason: RefuseReason::PeerAhead,
             });
@@ -335,7 +352,7 @@ impl ReplicationPrimary {
                 local_seq: state.last_seq(),
             });
         }
-        if d.entries_after > 0 {
+        if d.entries_after > 0 && !unacknowledged {
             let winner = if self.keep_local {
                 Winner::Local
             } else {
@@ -523,6 +540,7 @@ impl ReplicationPrimary {
         }
         if seq > self.peer_acked {
             self.peer_acked = seq;
+            self.progress_deadline = None;
             self.events.push_back(Event::PeerProgress { seq });
         }
         let acked: Vec<u64> = self.pending.range(..=seq).copied().collect();
@@ -540,8 +558,9 @@ impl ReplicationPrimary {
 
     /// Time passed: give up on a peer that did not answer in time.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.deadline.is_some_and(|d| now >= d) {
+        if self.poll_timeout().is_some_and(|d| now >= d) {
             self.deadline = None;
+            self.progress_deadline = None;
             self.link = Link::Down;
             self.ship = None;
             self.events.push_back(Event::PeerUnresponsive);
@@ -599,7 +618,10 @@ impl ReplicationPrimary {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.progress_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -619,7 +641,21 @@ pub(super) fn count_changes(store: &Store, common: u64) -> u64 {
         .journal()
         .read_from(common + 1, usize::MAX)
         .unwrap_or_default();
-    records.iter().filter(|r| !r.entry.is_lease()).count() as u64
+    records
+        .iter()
+        .filter(|r| !r.entry.is_lease() && r.entry != Entry::PeerOutdated)
+        .count() as u64
+}
+
+/// Whether this node's entries after `common` include an
+/// [`Entry::PeerOutdated`] (it may have acknowledged some alone).
+pub(super) fn outdated_after(store: &Store, common: u64) -> bool {
+    store
+        .journal()
+        .read_from(common + 1, usize::MAX)
+        .unwrap_or_default()
+        .iter()
+        .any(|r| r.entry == Entry::PeerOutdated)
 }
 
 fn snapshot_roots(store: &Store) -> Vec<ObjectId> {

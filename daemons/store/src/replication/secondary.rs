@@ -5,14 +5,24 @@ use std::collections::VecDeque;
 
 use ironroot_net::Instant;
 
-use super::primary::{count_changes, hello};
+use super::primary::{count_changes, hello, outdated_after};
 use super::wire::{
     decode_message, encode_message, Divergence, Message, RefuseReason, MESSAGE_LEN_MAX,
     OFFER_IDS_MAX, WIRE_VERSION,
 };
 use super::{Event, ReplicationConfig, ReplicationMetrics};
+use crate::journal::JournalError;
+use crate::objects::ObjectError;
 use crate::state::last_common_seq;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+/// Whether a store error is this node's storage failing.
+fn is_storage(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Object(ObjectError::Storage(_)) | StoreError::Journal(JournalError::Storage(_))
+    )
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Link {
@@ -115,6 +125,18 @@ impl ReplicationSecondary {
         }
     }
 
+    /// This node's disk refused what the primary sent: say so, so the
+    /// primary (and the operator) see a local storage failure here, not a
+    /// protocol violation or a corrupt object.
+    fn storage_failed(&mut self) {
+        self.refuse(
+            RefuseReason::StorageFailed,
+            Event::Refused {
+                reason: RefuseReason::StorageFailed,
+            },
+        );
+    }
+
     fn refuse(&mut self, reason: RefuseReason, event: Event) {
         if event == Event::ProtocolViolation {
             self.metrics.unexpected_messages += 1;
@@ -140,14 +162,18 @@ impl ReplicationSecondary {
             }
             (Link::Ready, Message::Objects { objects }) => {
                 for (id, kind, bytes) in objects {
-                    if store.objects_mut().put_verified(id, kind, &bytes).is_err() {
-                        self.metrics.corrupt_objects += 1;
-                        return self.refuse(
-                            RefuseReason::CorruptObject,
-                            Event::Refused {
-                                reason: RefuseReason::CorruptObject,
-                            },
-                        );
+                    match store.objects_mut().put_verified(id, kind, &bytes) {
+                        Ok(_) => {}
+                        Err(ObjectError::Storage(_)) => return self.storage_failed(),
+                        Err(_) => {
+                            self.metrics.corrupt_objects += 1;
+                            return self.refuse(
+                                RefuseReason::CorruptObject,
+                                Event::Refused {
+                                    reason: RefuseReason::CorruptObject,
+                                },
+                            );
+                        }
                     }
                 }
             }
@@ -155,8 +181,18 @@ impl ReplicationSecondary {
                 let seq = record.seq;
                 let duplicate = store.state().last_seq() >= seq
                     && store.state().epoch_of(seq) == Some(record.epoch);
-                if !duplicate && store.apply_replicated(&record).is_err() {
-                    return self.refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation);
+                let applied = if duplicate {
+                    Ok(())
+                } else {
+                    store.apply_replicated(&record)
+                };
+                match applied {
+                    Ok(()) => {}
+                    Err(error) if is_storage(&error) => return self.storage_failed(),
+                    Err(_) => {
+                        return self
+                            .refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation)
+                    }
                 }
                 self.send(&Message::Ack { seq });
                 self.check_caught_up(seq);
@@ -167,6 +203,7 @@ impl ReplicationSecondary {
                     self.send(&Message::Ack { seq });
                     self.check_caught_up(seq);
                 }
+                Err(error) if is_storage(&error) => self.storage_failed(),
                 Err(_) => self.refuse(RefuseReason::ProtocolViolation, Event::ProtocolViolation),
             },
             (_, Message::VersionRefused { supported }) => {
@@ -223,6 +260,7 @@ impl ReplicationSecondary {
             entries_after: state.last_seq() - common,
             changes_after: count_changes(store, common),
             first_epoch_after: state.epoch_of(common + 1),
+            outdated_after: outdated_after(store, common),
         };
         self.send(&Message::Divergence(divergence));
         self.link = Link::Ready;

@@ -247,7 +247,10 @@ fn a_wire_version_mismatch_is_refused_clearly() {
     pair.primary.handle_bytes(pair.now, &pair.a, &bytes);
     assert_eq!(
         pair.primary.poll_event(),
-        Some(Event::VersionMismatch { local: 1, peer: 99 })
+        Some(Event::VersionMismatch {
+            local: super::wire::WIRE_VERSION,
+            peer: 99
+        })
     );
     let mut last = None;
     while let Some(out) = pair.primary.poll_transmit(pair.now, &pair.a) {
@@ -255,7 +258,9 @@ fn a_wire_version_mismatch_is_refused_clearly() {
     }
     assert_eq!(
         last,
-        Some(encode_message(&Message::VersionRefused { supported: 1 }))
+        Some(encode_message(&Message::VersionRefused {
+            supported: super::wire::WIRE_VERSION
+        }))
     );
 }
 
@@ -291,7 +296,8 @@ fn a_silent_peer_times_out_and_writes_wait_for_outdating() {
 }
 
 /// Both nodes start in sync; then node 1 writes `a_writes` entries as the
-/// old primary while node 2, promoted, writes `b_writes`.
+/// old primary while node 2, promoted, writes `b_writes`; each side first
+/// records the other Outdated (a primary acknowledges nothing alone before).
 fn split(a_writes: usize, b_writes: usize, config: &ReplicationConfig) -> (Store, Store) {
     let mut pair = Pair::new(config.clone());
     pair.connect();
@@ -303,6 +309,12 @@ fn split(a_writes: usize, b_writes: usize, config: &ReplicationConfig) -> (Store
         mut a, mut b, tree, ..
     } = pair;
     b.promote(2, 1);
+    if a_writes > 0 {
+        a.record_peer_outdated().unwrap();
+    }
+    if b_writes > 0 {
+        b.record_peer_outdated().unwrap();
+    }
     for i in 0..a_writes {
         write_file(tree.path(), "f", format!("a{i}").as_bytes());
         a.import_dir("img", tree.path(), Timestamp::default(), "a")
@@ -324,10 +336,11 @@ fn split_brain_disconnects_by_default() {
     let (hash_a, hash_b) = (a.state().content_hash(), b.state().content_hash());
     let mut pair = Pair::with_stores(a, b, config);
     pair.connect();
+    // Each side: its PeerOutdated entry and one generation.
     assert!(pair.primary_events.contains(&Event::SplitBrain {
         common_seq: 1,
-        local_entries: 1,
-        peer_entries: 1,
+        local_entries: 2,
+        peer_entries: 2,
         winner: Winner::Undecided,
     }));
     assert_eq!(
@@ -350,9 +363,10 @@ fn split_brain_discarding_the_younger_primary_keeps_its_generations() {
             ..
         }
     )));
+    // b's PeerOutdated entry is seq 2, its generation seq 3.
     assert!(pair.secondary_events.contains(&Event::DiscardedDivergence {
         common_seq: 1,
-        branches: vec![2]
+        branches: vec![3]
     }));
     pair.assert_converged();
     let branch = &pair.b.branches()[0];
@@ -433,6 +447,7 @@ fn split_brain_discarding_zero_changes_ignores_lease_only_sides() {
     config.split_brain = SplitBrainPolicy::DiscardZeroChanges;
     let (a, mut b) = split(1, 0, &config);
     b.promote(2, 1);
+    b.record_peer_outdated().unwrap();
     b.record_lease(
         [1; 6],
         Lease {
@@ -488,8 +503,8 @@ fn an_operator_discards_the_losers_changes_on_the_secondary() {
     pair.connect();
     assert!(pair.secondary_events.contains(&Event::Diverged {
         common_seq: 1,
-        local_entries: 2,
-        peer_entries: 1,
+        local_entries: 3,
+        peer_entries: 2,
     }));
     assert!(pair.primary_events.contains(&Event::Refused {
         reason: RefuseReason::SplitBrainUnresolved
@@ -508,9 +523,9 @@ fn an_operator_discards_the_losers_changes_on_the_secondary() {
     assert!(!pair.secondary.discard_local_pending(), "one-shot");
     assert!(pair.secondary_events.contains(&Event::DiscardedDivergence {
         common_seq: 1,
-        branches: vec![2, 3],
+        branches: vec![3, 4],
     }));
-    assert!(pair.primary_events.contains(&Event::InSync { seq: 2 }));
+    assert!(pair.primary_events.contains(&Event::InSync { seq: 3 }));
     assert!(!pair
         .primary_events
         .iter()
@@ -554,19 +569,19 @@ fn an_operator_keeps_the_winners_changes_on_the_primary() {
     assert!(!pair.primary.keep_local_pending(), "one-shot");
     assert!(pair.primary_events.contains(&Event::SplitBrain {
         common_seq: 1,
-        local_entries: 2,
-        peer_entries: 1,
+        local_entries: 3,
+        peer_entries: 2,
         winner: Winner::Local,
     }));
     assert!(pair.secondary_events.contains(&Event::DiscardedDivergence {
         common_seq: 1,
-        branches: vec![2],
+        branches: vec![3],
     }));
-    assert!(pair.primary_events.contains(&Event::InSync { seq: 3 }));
+    assert!(pair.primary_events.contains(&Event::InSync { seq: 4 }));
     pair.assert_converged();
     assert_eq!(pair.a.state().content_hash(), hash_a);
     assert_eq!(branch_content(&pair.b, 0), b"b0");
-    assert_eq!(pair.primary.progress().peer_acked, 3);
+    assert_eq!(pair.primary.progress().peer_acked, 4);
     assert!(!pair.primary.progress().resyncing);
 }
 
@@ -585,7 +600,7 @@ fn keeping_local_on_a_stale_primary_discards_the_peers_entries() {
     pair.connect();
     assert!(pair.secondary_events.contains(&Event::DiscardedDivergence {
         common_seq: 1,
-        branches: vec![2],
+        branches: vec![3],
     }));
     pair.assert_converged();
 }
@@ -628,4 +643,130 @@ fn a_write_on_a_stalled_link_is_settled_once_the_outdated_peer_times_out() {
     pair.pump();
     assert!(pair.primary_events.contains(&Event::PeerUnresponsive));
     assert!(pair.acked(record.seq), "settled by the degraded policy");
+}
+
+#[test]
+fn a_peer_that_reconnects_without_progress_is_given_up_in_time() {
+    // A secondary whose disk is full accepts every connection and refuses
+    // every entry: reconnecting must not restart the wait of a pending
+    // write, or the write hangs and the peer is never outdated.
+    let mut config = ReplicationConfig::new(1);
+    config.response_timeout_ms = 300;
+    let mut pair = Pair::new(config);
+    pair.connect();
+    pair.link_up = false;
+    write_file(pair.tree.path(), "f", b"x");
+    let record = pair.import("img");
+    pair.pump();
+    let first_drop = pair.now;
+    let mut unresponsive_at = None;
+    for _ in 0..20 {
+        pair.primary.handle_disconnected(pair.now);
+        for _ in 0..2 {
+            pair.now += Duration::from_millis(100);
+            pair.primary.handle_timeout(pair.now);
+            while let Some(event) = pair.primary.poll_event() {
+                if event == Event::PeerUnresponsive {
+                    unresponsive_at.get_or_insert(pair.now);
+                }
+            }
+        }
+        if unresponsive_at.is_some() {
+            break;
+        }
+        pair.primary.handle_connected(pair.now, &pair.a);
+    }
+    let at = unresponsive_at.expect("the peer is given up");
+    assert!(
+        at - first_drop <= Duration::from_millis(300),
+        "{:?}",
+        at - first_drop
+    );
+    pair.primary.handle_peer_outdated(pair.now);
+    assert_eq!(
+        pair.primary.poll_event(),
+        Some(Event::Acknowledged { seq: record.seq })
+    );
+}
+
+#[test]
+fn a_dead_primary_s_unreplicated_tail_is_dropped_without_a_split_brain() {
+    // Node 1 writes an entry it never replicates and dies; node 2, in sync
+    // until then, is promoted and writes. Node 1 never recorded node 2
+    // Outdated, so its tail was never acknowledged.
+    let config = ReplicationConfig::new(1);
+    let mut pair = Pair::new(config.clone());
+    pair.connect();
+    write_file(pair.tree.path(), "f", b"common");
+    pair.import("img");
+    pair.pump();
+    pair.disconnect();
+    let Pair {
+        mut a, mut b, tree, ..
+    } = pair;
+    write_file(tree.path(), "f", b"never replicated");
+    let tail = a
+        .import_dir("img", tree.path(), Timestamp::default(), "tail")
+        .unwrap();
+    a.demote();
+    b.promote(2, 1);
+    b.record_peer_outdated().unwrap();
+    write_file(tree.path(), "f", b"new primary");
+    b.import_dir("img", tree.path(), Timestamp::default(), "b")
+        .unwrap();
+    let mut back = Pair::with_stores(b, a, config.clone());
+    back.connect();
+    assert!(
+        !back
+            .primary_events
+            .iter()
+            .any(|e| matches!(e, Event::SplitBrain { .. })),
+        "{:?}",
+        back.primary_events
+    );
+    assert!(back.secondary_events.contains(&Event::DiscardedDivergence {
+        common_seq: 1,
+        branches: vec![tail.seq],
+    }));
+    back.assert_converged();
+    assert_eq!(back.b.branches()[0].message, "tail");
+
+    // The same shape with a PeerOutdated entry in the tail is a split brain:
+    // the old primary may have acknowledged what follows it.
+    let (a, b) = split(1, 1, &config);
+    let (mut b, a) = (b, a);
+    b.promote(2, 3);
+    let mut back = Pair::with_stores(b, a, config);
+    back.connect();
+    assert!(back
+        .primary_events
+        .iter()
+        .any(|e| matches!(e, Event::SplitBrain { .. })));
+}
+
+#[test]
+fn a_secondary_whose_disk_is_full_says_so() {
+    let mem = Arc::new(MemStorage::new());
+    let (b, _) = Store::open(mem.clone()).unwrap();
+    let mut pair = Pair::with_stores(store(1, true), b, ReplicationConfig::new(1));
+    pair.connect();
+    mem.set_quota(Some(mem.used_bytes()));
+    write_file(pair.tree.path(), "f", b"does not fit");
+    let record = pair.import("img");
+    pair.pump();
+    let refused = Event::Refused {
+        reason: super::wire::RefuseReason::StorageFailed,
+    };
+    assert!(
+        pair.secondary_events.contains(&refused),
+        "{:?}",
+        pair.secondary_events
+    );
+    assert!(
+        pair.primary_events.contains(&refused),
+        "{:?}",
+        pair.primary_events
+    );
+    assert!(!pair.acked(record.seq));
+    assert_eq!(pair.secondary.metrics().corrupt_objects, 0);
 }

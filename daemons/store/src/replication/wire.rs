@@ -8,7 +8,8 @@ use crate::journal::{EntryId, Epoch, Record};
 use crate::model::{ObjectId, ObjectKind};
 
 /// The replication protocol's version, exchanged first on every connection.
-pub const WIRE_VERSION: u32 = 1;
+/// 2: [`Divergence::outdated_after`].
+pub const WIRE_VERSION: u32 = 2;
 /// Largest framed message (a batch of objects, a snapshot part).
 pub const MESSAGE_LEN_MAX: usize = 32 << 20;
 /// Most ids in one offer or answer.
@@ -35,6 +36,10 @@ pub struct Divergence {
     pub changes_after: u64,
     /// Epoch of the first entry after the common one.
     pub first_epoch_after: Option<Epoch>,
+    /// Those entries include an `Entry::PeerOutdated`: the secondary was
+    /// primary and may have acknowledged some of them alone. Without one
+    /// none was acknowledged, and they are dropped without a split brain.
+    pub outdated_after: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +89,9 @@ pub enum RefuseReason {
     PeerAhead,
     ProtocolViolation,
     CorruptObject,
+    /// The refusing side could not store what it received (disk full,
+    /// I/O error): its own trouble, not the peer's.
+    StorageFailed,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
