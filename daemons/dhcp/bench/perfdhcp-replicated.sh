@@ -49,7 +49,7 @@ POOL_START=10.78.1.0
 POOL_END=10.78.255.254
 KEY=8d3c0b7e1f2a4d5c6b7a8998a7b6c5d4e3f201f2e3d4c5b6a79881726354a5b6
 HZ=$(getconf CLK_TCK)
-WORK=$(mktemp -d /tmp/irdr-bench.XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/irdr-bench.XXXXXX")
 RESULTS=$WORK/results.txt
 : >"$RESULTS"
 
@@ -195,8 +195,13 @@ one_run() { # $1 server label, $2 target address, $3 rate, $4 run, $5 active PID
         w0=$(metric "$ACTIVE" ironroot_dhcp_lease_writes_total)
         r0=$(metric "$ACTIVE" ironroot_dhcp_lease_records_total)
     fi
-    out=$(ip netns exec "${NS[c]}" perfdhcp -4 -r "$rate" -R "$CLIENTS" -p "$SECONDS_RUN" \
-        -l "${ADDR[c]}" "$target" 2>&1)
+    ip netns exec "${NS[c]}" perfdhcp -4 -r "$rate" -R "$CLIENTS" -p "$SECONDS_RUN" \
+        -l "${ADDR[c]}" "$target" >"$WORK/perfdhcp.out" 2>&1 &
+    local client=$!
+    PIDS="$PIDS $client"
+    wait "$client"
+    PIDS=${PIDS% "$client"}
+    out=$(cat "$WORK/perfdhcp.out")
     a1=$(ticks "$active")
     o1=$(ticks $others)
     if [ "$label" = ironroot ]; then
