@@ -139,6 +139,7 @@ impl Handler {
             "failovers": status.failovers,
             "store": {
                 "last_seq": state.last_seq(),
+                "pool_leases": state.leases.len(),
                 "epoch": format!("{:?}", store.epoch()),
                 "content_hash": hex(&state.content_hash()),
                 "branches_unpublished": store.branches().len(),

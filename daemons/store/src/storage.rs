@@ -4,10 +4,11 @@
 //! Names are flat (`[A-Za-z0-9._-]`, no `/`): one directory per store keeps
 //! the durability story simple (one directory fsync covers every rename).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rand::{Rng, SeedableRng};
@@ -88,10 +89,16 @@ fn check_name(name: &str) -> Result<(), StorageError> {
 }
 
 /// [`Storage`] on a real directory: `fsync` of the file on sync, and of the
-/// directory after every create, rename and remove.
+/// directory after every create, rename and remove. A file's first sync
+/// through this value also syncs the directory (the file may be new); later
+/// syncs of that name skip it, since appends do not change the directory.
 pub struct FsStorage {
     dir: PathBuf,
     open: Mutex<BTreeMap<String, File>>,
+    /// Names whose directory entry a directory sync of ours made durable
+    /// (forgotten on remove, so a re-created file syncs it again).
+    entry_durable: Mutex<BTreeSet<String>>,
+    dir_syncs: AtomicU64,
 }
 
 impl FsStorage {
@@ -101,6 +108,8 @@ impl FsStorage {
         Ok(FsStorage {
             dir: dir.to_owned(),
             open: Mutex::new(BTreeMap::new()),
+            entry_durable: Mutex::new(BTreeSet::new()),
+            dir_syncs: AtomicU64::new(0),
         })
     }
 
@@ -109,7 +118,17 @@ impl FsStorage {
         Ok(self.dir.join(name))
     }
 
+    /// Directory syncs so far.
+    pub fn dir_syncs(&self) -> u64 {
+        self.dir_syncs.load(Ordering::Relaxed)
+    }
+
+    fn entry_durable(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.entry_durable.lock().expect("storage lock poisoned")
+    }
+
     fn sync_dir(&self) -> Result<(), StorageError> {
+        self.dir_syncs.fetch_add(1, Ordering::Relaxed);
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(|source| io_err(&self.dir, source))
@@ -160,8 +179,13 @@ impl Storage for FsStorage {
 
     fn sync(&self, name: &str) -> Result<(), StorageError> {
         self.with_file(name, true, |file| file.sync_data())?;
-        // The file may be new: its directory entry must be durable too.
-        self.sync_dir()
+        // The file may be new: its directory entry must be durable too,
+        // once; appends leave the directory alone.
+        if !self.entry_durable().contains(name) {
+            self.sync_dir()?;
+            self.entry_durable().insert(name.to_owned());
+        }
+        Ok(())
     }
 
     fn read_at(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, StorageError> {
@@ -230,7 +254,9 @@ impl Storage for FsStorage {
             .lock()
             .expect("storage lock poisoned")
             .remove(name);
-        self.sync_dir()
+        self.sync_dir()?;
+        self.entry_durable().insert(name.to_owned());
+        Ok(())
     }
 
     fn list(&self) -> Result<Vec<String>, StorageError> {
@@ -254,6 +280,7 @@ impl Storage for FsStorage {
             .lock()
             .expect("storage lock poisoned")
             .remove(name);
+        self.entry_durable().remove(name);
         match std::fs::remove_file(&path) {
             Ok(()) => self.sync_dir(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -554,6 +581,40 @@ mod tests {
     fn fs_storage_basics() {
         let dir = tempfile::tempdir().unwrap();
         exercise(&FsStorage::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn fs_storage_syncs_the_directory_once_per_created_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::open(dir.path()).unwrap();
+        storage.append("journal", b"one").unwrap();
+        storage.sync("journal").unwrap();
+        assert_eq!(storage.dir_syncs(), 1, "a new file's entry is synced");
+        for _ in 0..5 {
+            storage.append("journal", b"more").unwrap();
+            storage.sync("journal").unwrap();
+        }
+        assert_eq!(storage.dir_syncs(), 1, "appends leave the directory alone");
+        storage.remove("journal").unwrap();
+        assert_eq!(storage.dir_syncs(), 2);
+        storage.append("journal", b"again").unwrap();
+        storage.sync("journal").unwrap();
+        assert_eq!(
+            storage.dir_syncs(),
+            3,
+            "a re-created file's entry is synced"
+        );
+        storage.write_atomic("ref", b"x").unwrap();
+        assert_eq!(storage.dir_syncs(), 4);
+        storage.append("ref", b"y").unwrap();
+        storage.sync("ref").unwrap();
+        assert_eq!(storage.dir_syncs(), 4, "the rename's sync made it durable");
+        // A new value (a restart) does not trust entries it did not sync.
+        let reopened = FsStorage::open(dir.path()).unwrap();
+        reopened.append("journal", b"!").unwrap();
+        reopened.sync("journal").unwrap();
+        assert_eq!(reopened.dir_syncs(), 1);
+        assert_eq!(reopened.read_all("journal").unwrap(), b"again!");
     }
 
     #[test]
