@@ -398,12 +398,20 @@ fn retransmission_of_a_call_in_flight_is_dropped() {
     socket.send_to(&call, ("127.0.0.1", port)).unwrap();
     // Wait until the first copy is being processed, then retransmit twice.
     let counters = server.counters();
+    // Polls 5 ms apart, at most 30 s in all.
+    let mut polls_left = 6000u32;
     while ironroot_nfs::Counters::get(&counters.calls) == 0 {
+        polls_left = polls_left.checked_sub(1).expect("the call never arrived");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     socket.send_to(&call, ("127.0.0.1", port)).unwrap();
     socket.send_to(&call, ("127.0.0.1", port)).unwrap();
     while ironroot_nfs::Counters::get(&counters.duplicate_dropped) < 2 {
+        // The first copy blocks in the filesystem: the retransmissions are
+        // only seen if that does not stop the sockets being served.
+        polls_left = polls_left
+            .checked_sub(1)
+            .expect("retransmissions not seen while the first copy was in the filesystem");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     *open.0.lock().unwrap() = true;
