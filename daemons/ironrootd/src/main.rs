@@ -101,8 +101,14 @@ fn main() -> ExitCode {
         Reloader::new(&args.config, node, &text, control, env_filter)
             .map_err(|e| anyhow::anyhow!(e))
     };
+    // Filesystem calls of the NFS server run on the workers and may wait
+    // for the store lock. Without the LIFO slot a spawned task goes to the
+    // run queue and wakes an idle worker, which then keeps polling the
+    // sockets; with it, a task that blocks straight after being spawned
+    // can leave nobody polling I/O.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .disable_lifo_slot()
         .enable_all()
         .build()
     {

@@ -162,14 +162,6 @@ pub trait Runtime: Clock {
     }
     /// Control of the virtual IP on this host.
     fn vip(&self) -> Self::Vip;
-    /// Run `work`, which may block (a filesystem call waiting for the store
-    /// lock), where it cannot stop this host's sockets from being served:
-    /// production runs it on the blocking pool, `sim` inline (one thread,
-    /// deterministic).
-    fn blocking<T, W>(&self, work: W) -> impl Future<Output = T> + Send
-    where
-        T: Send + 'static,
-        W: FnOnce() -> T + Send + 'static;
 }
 
 /// The RNG [`Runtime::rng`] returns: ChaCha8 keyed by `seed` and a BLAKE3-free

@@ -104,22 +104,6 @@ impl Runtime for TokioRuntime {
     fn vip(&self) -> TokioVip {
         self.vip.clone()
     }
-
-    async fn blocking<T, W>(&self, work: W) -> T
-    where
-        T: Send + 'static,
-        W: FnOnce() -> T + Send + 'static,
-    {
-        match tokio::task::spawn_blocking(work).await {
-            Ok(value) => value,
-            Err(error) => match error.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                // Cancelled: the runtime is shutting down and drops the
-                // waiting task too.
-                Err(_) => std::future::pending().await,
-            },
-        }
-    }
 }
 
 #[cfg(test)]

@@ -543,14 +543,6 @@ impl Runtime for SimRuntime {
             net: Arc::clone(&self.net),
         }
     }
-
-    async fn blocking<T, W>(&self, work: W) -> T
-    where
-        T: Send + 'static,
-        W: FnOnce() -> T + Send + 'static,
-    {
-        work()
-    }
 }
 
 /// A UDP socket on the simulated segment.

@@ -110,11 +110,7 @@ pub async fn serve<R: Runtime, F: Filesystem>(
     });
     let mut tasks = tokio::task::JoinSet::new();
     for endpoint in endpoints {
-        tasks.spawn(serve_udp(
-            runtime.clone(),
-            Arc::clone(&shared),
-            Arc::clone(&endpoint.udp),
-        ));
+        tasks.spawn(serve_udp(Arc::clone(&shared), Arc::clone(&endpoint.udp)));
         tasks.spawn(serve_tcp(
             runtime.clone(),
             Arc::clone(&shared),
@@ -138,8 +134,7 @@ fn v4(addr: SocketAddr) -> Option<SocketAddrV4> {
     }
 }
 
-async fn serve_udp<R: Runtime, U: UdpSocket, F: Filesystem>(
-    runtime: R,
+async fn serve_udp<U: UdpSocket, F: Filesystem>(
     shared: Arc<Shared<F>>,
     socket: Arc<U>,
 ) -> io::Result<()> {
@@ -153,17 +148,10 @@ async fn serve_udp<R: Runtime, U: UdpSocket, F: Filesystem>(
         };
         let shared = Arc::clone(&shared);
         let socket = Arc::clone(&socket);
-        let runtime = runtime.clone();
         tokio::spawn(async move {
-            // The filesystem may block (the store lock during an import):
-            // off the workers that serve the sockets.
-            let call = Arc::clone(&shared);
-            let reply = runtime
-                .blocking(move || {
-                    call.server
-                        .handle_limited(peer, &message, UDP_REPLY_BYTES_MAX)
-                })
-                .await;
+            let reply = shared
+                .server
+                .handle_limited(peer, &message, UDP_REPLY_BYTES_MAX);
             if let Some(reply) = reply {
                 // Leave from the address the call was sent to (the VIP).
                 if let Err(error) = socket.send_from(&reply, meta.peer, meta.local).await {
@@ -237,8 +225,7 @@ async fn serve_connection<R: Runtime, F: Filesystem>(
             ));
         }
         decoder.push(&buf[..len]);
-        if let Err(error) =
-            dispatch_records(&runtime, &shared, &permits, &replies, &mut decoder, peer).await
+        if let Err(error) = dispatch_records(&shared, &permits, &replies, &mut decoder, peer).await
         {
             Counters::bump(&shared.server.counters().records_too_long);
             break Err(io::Error::new(io::ErrorKind::InvalidData, error));
@@ -250,8 +237,7 @@ async fn serve_connection<R: Runtime, F: Filesystem>(
     result
 }
 
-async fn dispatch_records<R: Runtime, F: Filesystem>(
-    runtime: &R,
+async fn dispatch_records<F: Filesystem>(
     shared: &Arc<Shared<F>>,
     permits: &Arc<Semaphore>,
     replies: &mpsc::Sender<Reply>,
@@ -269,12 +255,8 @@ async fn dispatch_records<R: Runtime, F: Filesystem>(
         };
         let shared = Arc::clone(shared);
         let replies = replies.clone();
-        let runtime = runtime.clone();
         tokio::spawn(async move {
-            let call = Arc::clone(&shared);
-            let reply = runtime
-                .blocking(move || call.server.handle_reply(peer, &record, usize::MAX))
-                .await;
+            let reply = shared.server.handle_reply(peer, &record, usize::MAX);
             shared.finish(key);
             if let Some(reply) = reply {
                 let _ = replies.send(reply).await;

@@ -358,8 +358,11 @@ fn retransmission_of_a_call_in_flight_is_dropped() {
         inner,
         open: Arc::clone(&open),
     };
+    // As ironrootd's runtime: no LIFO slot, so the call that blocks in the
+    // filesystem cannot leave the sockets unpolled.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .disable_lifo_slot()
         .enable_all()
         .build()
         .unwrap();
