@@ -55,13 +55,6 @@ pub(crate) fn now_timestamp() -> Timestamp {
     }
 }
 
-fn mac_text(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 impl crate::admin::Handler for Handler {
     async fn handle(&self, request: Request) -> Response {
         let status = self.state.status();
@@ -169,7 +162,7 @@ impl Handler {
             Request::ClientList {} => json!(state
                 .clients
                 .iter()
-                .map(|(mac, c)| json!({ "name": c.name, "mac": mac_text(mac), "ip": std::net::Ipv4Addr::from(c.ipv4).to_string(), "image": c.image, "exceptions": c.exceptions.is_some() }))
+                .map(|(mac, c)| json!({ "name": c.name, "mac": ironroot_net::mac_text(mac), "ip": std::net::Ipv4Addr::from(c.ipv4).to_string(), "image": c.image, "exceptions": c.exceptions.is_some() }))
                 .collect::<Vec<_>>()),
             _ => return None,
         };
@@ -225,7 +218,7 @@ impl Handler {
                 {
                     return Err(format!(
                         "{ip} is already the address of {}",
-                        mac_text(&other)
+                        ironroot_net::mac_text(&other)
                     ));
                 }
                 Box::new(move |store: &mut Store| {

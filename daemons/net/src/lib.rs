@@ -179,6 +179,14 @@ pub fn derive_rng(seed: u64, label: &str) -> rand_chacha::ChaCha8Rng {
     rand_chacha::ChaCha8Rng::from_seed(key)
 }
 
+/// A MAC address as humans write it: `02:00:00:00:00:01`.
+pub fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Run `future` with a deadline on `clock`; `Err(Elapsed)` if it passes.
 pub async fn timeout<C: Clock, F: Future>(
     clock: &C,

@@ -148,7 +148,7 @@ impl TokioVip {
             if waited >= spec.probe_wait {
                 return Err(VipError::InUse {
                     addr: spec.addr,
-                    holder: format_mac(holder),
+                    holder: crate::mac_text(&holder),
                     waited,
                 });
             }
@@ -304,13 +304,6 @@ impl VipControl for TokioVip {
         let link = netlink.link(&spec.interface).await?;
         netlink.has_address(spec, link.index).await
     }
-}
-
-fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn validate(spec: &VipSpec) -> Result<(), VipError> {
