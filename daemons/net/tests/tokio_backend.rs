@@ -142,7 +142,9 @@ async fn send_from_sets_the_source_address() -> io::Result<()> {
 #[tokio::test]
 async fn tcp_streams_have_nodelay_and_listeners_rebind_over_time_wait() -> io::Result<()> {
     let rt = runtime();
-    let listener = rt.listen_tcp(loopback(1, 0)).await?;
+    // An address of its own, so the other tests' sockets on 127.0.0.1
+    // cannot take the port between the close and the rebind.
+    let listener = rt.listen_tcp(loopback(201, 0)).await?;
     let addr = listener.local_addr()?;
     let mut client = rt.connect_tcp(addr, WAIT).await?;
     let (mut accepted, peer) = listener.accept().await?;
@@ -158,7 +160,13 @@ async fn tcp_streams_have_nodelay_and_listeners_rebind_over_time_wait() -> io::R
     assert_eq!(received, b"bye");
     drop(client);
     drop(listener);
-    let rebound = rt.listen_tcp(addr).await?;
+    let rebound = match rt.listen_tcp(addr).await {
+        Ok(rebound) => rebound,
+        Err(err) => panic!(
+            "rebinding {addr} over TIME_WAIT failed: {err}; sockets on that port now:\n{}",
+            sockets_on_port(addr.port())
+        ),
+    };
     assert_eq!(rebound.local_addr()?, addr);
 
     drop(rebound);
@@ -168,6 +176,20 @@ async fn tcp_streams_have_nodelay_and_listeners_rebind_over_time_wait() -> io::R
         Some(io::ErrorKind::ConnectionRefused)
     );
     Ok(())
+}
+
+/// The kernel's TCP socket table rows for `port` (local or remote), as
+/// `/proc/net/tcp` prints them, to tell what held a port when a bind failed.
+fn sockets_on_port(port: u16) -> String {
+    let needle = format!(":{port:04X} ");
+    match std::fs::read_to_string("/proc/net/tcp") {
+        Ok(table) => table
+            .lines()
+            .filter(|line| line.contains(&needle))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(err) => format!("(reading /proc/net/tcp: {err})"),
+    }
 }
 
 #[tokio::test]
