@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use ironroot_tests::{have, is_root, require, wait_for, workspace_bin, Daemon, Netns, Segment};
+use ironroot_tests::{
+    have, is_root, require, wait_for, wait_output, workspace_bin, Daemon, Netns, Segment,
+};
 
 const VIP: &str = "10.77.0.10";
 const CLIENT_MAC: &str = "52:54:00:00:77:42";
@@ -448,7 +450,7 @@ fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
 }
 
 #[test]
-fn after_kill_9_of_the_daemon_the_vip_leaves_within_its_lifetime() -> Result<()> {
+fn after_kill_9_the_guardian_removes_the_vip_and_the_standby_resets_the_clients() -> Result<()> {
     if !require(is_root(), "needs root for network namespaces")? {
         return Ok(());
     }
@@ -488,6 +490,41 @@ fn after_kill_9_of_the_daemon_the_vip_leaves_within_its_lifetime() -> Result<()>
     wait_for("the VIP to answer", Duration::from_secs(5), || {
         probe(&cluster).then_some(())
     })?;
+    // An idle client connection to the NFS port through the VIP, and
+    // the standby told about it (takeover hints).
+    let connection = cluster
+        .client()
+        .command("bash")
+        .args([
+            "-c",
+            &format!(
+                "exec 3<>/dev/tcp/{VIP}/2049 || exit 3; read -r -t 30 -u 3 line; echo \"read ended: $?\""
+            ),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let standby_ip = format!("10.77.0.{}", 2 - first);
+    let hints_received = |cluster: &Cluster| {
+        let url = format!("http://{standby_ip}:9450/metrics");
+        cluster
+            .client()
+            .output("curl", &["-sf", "-m", "0.5", &url], Duration::from_secs(2))
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("ironroot_takeover_hints_received_total "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .filter(|n| *n > 0.0)
+    };
+    wait_for(
+        "the standby to hear of the connection",
+        Duration::from_secs(10),
+        || hints_received(&cluster),
+    )
+    .with_context(|| cluster.logs())?;
     let killed = Instant::now();
     if let Some(daemon) = cluster.nodes[first].daemon.as_mut() {
         daemon.kill();
@@ -507,8 +544,23 @@ fn after_kill_9_of_the_daemon_the_vip_leaves_within_its_lifetime() -> Result<()>
     let second = cluster
         .wait_active(&[1 - first], Duration::from_secs(5))
         .with_context(|| cluster.logs())?;
+    // The dead daemon's guardian removed the VIP before its sockets closed,
+    // so the client saw no FIN (which Linux NFS clients answer with an
+    // immediate reconnect, refused while the old host holds the VIP, then a
+    // 3 s back-off); the new active's tickle ACK reset the connection.
+    let ended = wait_output(connection, Duration::from_secs(20))?;
+    let (out, err) = (
+        String::from_utf8_lossy(&ended.stdout),
+        String::from_utf8_lossy(&ended.stderr),
+    );
+    let reset_after = killed.elapsed();
+    assert!(
+        err.contains("Connection reset by peer") && out.contains("read ended: 1"),
+        "the idle connection did not end in a reset: stdout {out:?}, stderr {err:?}\n{}",
+        cluster.logs()
+    );
     eprintln!(
-        "kill -9 of {}: VIP gone from its host after {gone_after:?}; the client reached {} through the VIP after {answered_after:?}",
+        "kill -9 of {}: VIP gone from its host after {gone_after:?}; the client reached {} through the VIP after {answered_after:?}; its idle NFS connection was reset by {reset_after:?}",
         cluster.nodes[first].name, cluster.nodes[second].name
     );
     Ok(())

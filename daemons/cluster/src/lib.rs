@@ -4,6 +4,8 @@
 //!
 //! - [`config`]: the file format and its pure validation.
 //! - [`wire`]: heartbeat and witness packets, HMAC-SHA256, replay guard.
+//! - [`hints`]: the active's TCP connections, for the standby to reset after
+//!   a takeover.
 //! - [`node`]: the sans-IO failover state machine of a control node.
 //! - [`witness`]: the sans-IO witness (vote lease + durable Outdated record).
 //! - [`driver`]: async drivers generic over [`ironroot_net::Runtime`].
@@ -84,6 +86,7 @@
 
 pub mod config;
 pub mod driver;
+pub mod hints;
 pub mod incarnation;
 pub mod node;
 pub mod wire;

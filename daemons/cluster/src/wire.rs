@@ -46,6 +46,20 @@ impl Key {
         // HMAC accepts keys of any length.
         Hmac::<Sha256>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!())
     }
+
+    /// The HMAC-SHA256 tag of `bytes`.
+    pub fn tag(&self, bytes: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac = self.mac();
+        mac.update(bytes);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the tag of `bytes` (constant-time comparison).
+    pub fn verify(&self, bytes: &[u8], tag: &[u8]) -> bool {
+        let mut mac = self.mac();
+        mac.update(bytes);
+        mac.verify_slice(tag).is_ok()
+    }
 }
 
 impl std::fmt::Debug for Key {

@@ -51,6 +51,10 @@ pub struct NfsSection {
     pub nfs_port: u16,
     /// 32 bytes, hex, identical on both nodes: the key of the file-handle MAC.
     pub handle_key_file: PathBuf,
+    /// UDP port on which the active tells the standby its clients' TCP
+    /// connections, so that after a takeover the new active resets them and
+    /// the clients reconnect at once (0: off).
+    pub takeover_hints_port: u16,
 }
 
 impl Default for NfsSection {
@@ -60,6 +64,7 @@ impl Default for NfsSection {
             mount_port: 20048,
             nfs_port: 2049,
             handle_key_file: PathBuf::from("/etc/ironroot/handle.key"),
+            takeover_hints_port: 7791,
         }
     }
 }
@@ -230,6 +235,19 @@ impl IronrootFile {
                 return Err(invalid(key, format!("{port} is zero or used twice")));
             }
         }
+        // UDP beside the services' and the heartbeats' own ports.
+        let hints = self.nfs.takeover_hints_port;
+        let heartbeat_ports = cluster.local.links.iter().map(|link| link.port());
+        if hints != 0
+            && (ports.iter().any(|(_, port)| *port == hints)
+                || [67, 4011, 69].contains(&hints)
+                || heartbeat_ports.clone().any(|port| port == hints))
+        {
+            return Err(invalid(
+                "nfs.takeover_hints_port",
+                format!("{hints} is a port of another service of this node"),
+            ));
+        }
         let handle_key = read_key(&self.nfs.handle_key_file)
             .map_err(|message| invalid("nfs.handle_key_file", message))?;
         self.log
@@ -357,6 +375,35 @@ mod tests {
             assert_eq!(settings.name, node);
         }
         file.witness("ironroot.toml").expect("witness validates");
+    }
+
+    #[test]
+    fn the_takeover_hints_port_must_not_be_another_service_port() {
+        let (_dir, text) = with_key(EXAMPLE);
+        for clash in ["2049", "67", "694"] {
+            let clashing = text.replace(
+                "takeover_hints_port = 7791",
+                &format!("takeover_hints_port = {clash}"),
+            );
+            let file = IronrootFile::parse(&clashing, "ironroot.toml").expect("parses");
+            let error = file
+                .node("ctl-a", "ironroot.toml")
+                .expect_err("port clash")
+                .to_string();
+            assert_eq!(
+                error,
+                format!("ironroot.toml: nfs.takeover_hints_port: {clash} is a port of another service of this node")
+            );
+        }
+        let off = text.replace("takeover_hints_port = 7791", "takeover_hints_port = 0");
+        let file = IronrootFile::parse(&off, "ironroot.toml").expect("parses");
+        assert_eq!(
+            file.node("ctl-a", "ironroot.toml")
+                .expect("0 turns hints off")
+                .nfs
+                .takeover_hints_port,
+            0
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod bootfiles;
 pub mod boottree;
 pub mod config;
 pub mod diff;
+pub mod guardian;
 pub mod handler;
 pub mod leaselog;
 pub mod metrics;
@@ -21,6 +22,7 @@ pub mod resolve;
 pub mod services;
 pub mod shell;
 pub mod storefs;
+pub mod takeover;
 pub mod witness;
 
 /// Resolves on SIGTERM or SIGINT.

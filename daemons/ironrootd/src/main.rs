@@ -75,6 +75,20 @@ fn init_logging(log: &LogSection) -> (LogControl, bool) {
     (control, env_filter)
 }
 
+/// Filesystem calls of the NFS server run on the workers and may wait for
+/// the store lock. Without the LIFO slot a spawned task goes to the run
+/// queue and wakes an idle worker, which then keeps polling the sockets;
+/// with it, a task that blocks straight after being spawned can leave
+/// nobody polling I/O.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .disable_lifo_slot()
+        .enable_all()
+        .build()
+        .map_err(|error| anyhow::anyhow!("cannot start the runtime: {error}"))
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let display = args.config.display().to_string();
@@ -101,38 +115,28 @@ fn main() -> ExitCode {
         Reloader::new(&args.config, node, &text, control, env_filter)
             .map_err(|e| anyhow::anyhow!(e))
     };
-    // Filesystem calls of the NFS server run on the workers and may wait
-    // for the store lock. Without the LIFO slot a spawned task goes to the
-    // run queue and wakes an idle worker, which then keeps polling the
-    // sockets; with it, a task that blocks straight after being spawned
-    // can leave nobody polling I/O.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .disable_lifo_slot()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("ironrootd: cannot start the runtime: {error}");
-            return ExitCode::from(1);
-        }
-    };
     let result = match args.role {
         Role::Witness => match file.witness(&display) {
             Err(error) => Err(anyhow::Error::new(error)),
             Ok(_) if args.check => Ok(()),
-            Ok(settings) => reloader(None, &settings.log)
-                .and_then(|reloader| runtime.block_on(ironrootd::witness::run(settings, reloader))),
+            Ok(settings) => reloader(None, &settings.log).and_then(|reloader| {
+                runtime()?.block_on(ironrootd::witness::run(settings, reloader))
+            }),
         },
         Role::Node => {
             let name = args.node.unwrap_or_else(host_name);
             match file.node(&name, &display) {
                 Err(error) => Err(anyhow::Error::new(error)),
                 Ok(_) if args.check => Ok(()),
-                Ok(settings) => reloader(Some(name.clone()), &settings.log).and_then(|reloader| {
-                    runtime.block_on(ironrootd::node::run(settings, reloader))
-                }),
+                Ok(settings) => {
+                    // Before any thread exists: see `guardian`.
+                    if let Err(error) = ironrootd::guardian::spawn(settings.cluster.vip.clone()) {
+                        eprintln!("ironrootd: no guardian for the VIP: {error}");
+                    }
+                    reloader(Some(name.clone()), &settings.log).and_then(|reloader| {
+                        runtime()?.block_on(ironrootd::node::run(settings, reloader))
+                    })
+                }
             }
         }
     };

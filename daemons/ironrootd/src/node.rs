@@ -153,6 +153,42 @@ fn open_store(settings: &NodeSettings) -> anyhow::Result<SharedStore> {
 
 type NfsServer = ironroot_nfs::Server<StoreFs>;
 
+/// Start the takeover-hint exchange (`nfs.takeover_hints_port`, 0: off).
+async fn start_takeover(
+    rt: &TokioRuntime,
+    settings: &NodeSettings,
+    nfs: &Arc<NfsServer>,
+    status: &Arc<Mutex<NodeStatus>>,
+) -> anyhow::Result<Option<crate::takeover::Takeover>> {
+    let port = settings.nfs.takeover_hints_port;
+    let cluster = &settings.cluster;
+    let peer_ip = cluster.peer.links.first().map(|a| a.ip());
+    let Some(std::net::IpAddr::V4(peer_ip)) = peer_ip.filter(|_| port != 0) else {
+        return Ok(None);
+    };
+    let hint_settings = crate::takeover::TakeoverSettings {
+        cluster_id: cluster.cluster_id,
+        key: cluster.key.clone(),
+        local_id: cluster.local.id,
+        peer_id: cluster.peer.id,
+        port,
+        peer_ip,
+        vip: cluster.vip.addr,
+    };
+    let connections = {
+        let nfs = Arc::clone(nfs);
+        Arc::new(move || nfs.tcp_connections())
+    };
+    let is_active = {
+        let status = Arc::clone(status);
+        Arc::new(move || status.lock().unwrap_or_else(|p| p.into_inner()).role == "active")
+    };
+    let takeover = crate::takeover::Takeover::start(rt, hint_settings, connections, is_active)
+        .await
+        .with_context(|| format!("nfs.takeover_hints_port {port}"))?;
+    Ok(Some(takeover))
+}
+
 fn nfs_server(settings: &NodeSettings, store: &SharedStore) -> Arc<NfsServer> {
     let config = ironroot_nfs::Config {
         portmap_port: settings.nfs.portmap_port,
@@ -279,9 +315,13 @@ async fn record_events(
     status: Arc<Mutex<NodeStatus>>,
     replication: Replication,
     quorum: ironroot_cluster::QuorumMode,
+    takeover: Option<crate::takeover::Takeover>,
 ) {
     let mut outdating = PeerOutdating::new(&quorum);
     while let Some(event) = events.recv().await {
+        if let (EventKind::VipClaimed, Some(takeover)) = (&event.kind, &takeover) {
+            takeover.vip_claimed();
+        }
         let active = {
             let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
             match &event.kind {
@@ -440,13 +480,18 @@ pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> a
         Arc::new(move || status.lock().unwrap_or_else(|p| p.into_inner()).peer == "alive")
     };
     let nfs = nfs_server(&settings, &store);
+    let takeover = start_takeover(&rt, &settings, &nfs, &status).await?;
     let tftp = tftp_server(&settings, &store);
     let dhcp_counters = Arc::new(ironroot_dhcp::SharedCounters::default());
     let counters: Arc<dyn Fn() -> Vec<crate::metrics::Sample> + Send + Sync> = {
         let (nfs, tftp) = (Arc::clone(&nfs), Arc::clone(&tftp));
+        let takeover = takeover.clone();
         let dhcp = Arc::clone(&dhcp_counters);
         Arc::new(move || {
             let mut samples = service_samples(&nfs);
+            if let Some(takeover) = &takeover {
+                samples.extend(takeover.counters.samples());
+            }
             samples.extend(crate::metrics::dhcp_samples(&dhcp.snapshot()));
             samples.extend(crate::metrics::tftp_samples(
                 &tftp.counters().snapshot(),
@@ -480,6 +525,7 @@ pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> a
         Arc::clone(&status),
         replication.clone(),
         settings.cluster.quorum.clone(),
+        takeover,
     ));
     let settings = Arc::new(settings);
     let state = NodeState {
@@ -611,6 +657,7 @@ mod tests {
             Arc::clone(&status),
             Replication::default(),
             ironroot_cluster::QuorumMode::Unsafe,
+            None,
         ));
         let event = |kind| ClusterEvent {
             at: ironroot_net::Instant::from_millis(1),

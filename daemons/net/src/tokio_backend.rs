@@ -7,6 +7,7 @@
 
 mod garp;
 mod tcp;
+pub mod tickle;
 mod udp;
 mod vip;
 

@@ -11,7 +11,7 @@
 mod netns;
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use ironroot_net::echo::{tcp_request_lines, udp_request, EchoLimits, EchoServer};
@@ -236,4 +236,74 @@ fn broadcast_leaves_the_bound_device_and_connect_times_out() {
     ) {
         netns::broadcast_and_connect_timeout(&pair);
     }
+}
+
+/// A connection whose server end vanished without a FIN or RST (the host
+/// died, or this one took its address over) is reset by one tickle ACK from
+/// the server's address, and not before. On loopback: the server end is
+/// destroyed silently by closing it in TCP repair mode, so the kernel keeps
+/// the address but has no socket for the connection, as after a takeover.
+#[test]
+fn a_tickle_ack_resets_a_connection_whose_server_vanished() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+
+    let required = std::env::var("IRONROOT_REQUIRE_PEERS").is_ok_and(|v| v == "1");
+    if !nix::unistd::geteuid().is_root() {
+        assert!(!required, "needs root for raw sockets and TCP repair");
+        println!("skipping: needs root for raw sockets and TCP repair");
+        return;
+    }
+    let server_ip = Ipv4Addr::new(127, 0, 0, 202);
+    let listener = std::net::TcpListener::bind((server_ip, 0)).expect("listen");
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (mut accepted, _) = listener.accept().expect("accept");
+    client.write_all(b"x").expect("client writes");
+    let mut byte = [0u8; 1];
+    accepted.read_exact(&mut byte).expect("server reads");
+    let (server, client_end) = match (accepted.local_addr(), client.local_addr()) {
+        (Ok(SocketAddr::V4(server)), Ok(SocketAddr::V4(client))) => (server, client),
+        other => panic!("not IPv4: {other:?}"),
+    };
+
+    // TCP_REPAIR: a socket closed in repair mode sends nothing.
+    const TCP_REPAIR: libc::c_int = 19;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a c_int option of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            accepted.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            TCP_REPAIR,
+            std::ptr::addr_of!(on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_REPAIR: {}", io::Error::last_os_error());
+    drop(accepted);
+    drop(listener);
+
+    // Nothing told the client: its connection still looks established.
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let idle = client.read(&mut byte).map_err(|err| err.kind());
+    assert!(
+        matches!(
+            idle,
+            Err(io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+        ),
+        "the client noticed before the tickle: {idle:?}"
+    );
+
+    let tickles =
+        ironroot_net::tokio_backend::tickle::TickleSender::open(server_ip).expect("raw socket");
+    tickles.send(server, client_end).expect("tickle sent");
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let after = client.read(&mut byte).map_err(|err| err.kind());
+    assert_eq!(after, Err(io::ErrorKind::ConnectionReset));
+    // A tickle for a connection that does not exist is harmless.
+    tickles
+        .send(server, SocketAddrV4::new([127, 0, 0, 1].into(), 9))
+        .expect("tickle to nowhere sent");
 }

@@ -175,14 +175,43 @@ async fn serve_tcp<R: Runtime, F: Filesystem>(
             continue;
         };
         let Some(peer) = v4(peer) else { continue };
+        let local = stream.local_addr().ok().and_then(v4);
         let shared = Arc::clone(&shared);
         let runtime = runtime.clone();
         tokio::spawn(async move {
-            if let Err(error) = serve_connection(runtime, shared, stream, peer).await {
+            // Tracked while served, so a node taking the VIP over learns it.
+            let tracked = local.map(|local| Tracked::new(&shared.server, local, peer));
+            if let Err(error) = serve_connection(runtime, Arc::clone(&shared), stream, peer).await {
                 tracing::debug!(%peer, %error, "NFS connection closed");
             }
+            drop(tracked);
             drop(permit);
         });
+    }
+}
+
+/// A connection in the server's table for as long as this lives (also when
+/// its task is aborted).
+struct Tracked<F: Filesystem> {
+    server: Arc<Server<F>>,
+    local: SocketAddrV4,
+    peer: SocketAddrV4,
+}
+
+impl<F: Filesystem> Tracked<F> {
+    fn new(server: &Arc<Server<F>>, local: SocketAddrV4, peer: SocketAddrV4) -> Tracked<F> {
+        server.track_connection(local, peer, true);
+        Tracked {
+            server: Arc::clone(server),
+            local,
+            peer,
+        }
+    }
+}
+
+impl<F: Filesystem> Drop for Tracked<F> {
+    fn drop(&mut self) {
+        self.server.track_connection(self.local, self.peer, false);
     }
 }
 

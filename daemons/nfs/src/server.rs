@@ -1,7 +1,7 @@
 //! The sans-IO server: one call in, at most one reply out. Dispatches
 //! portmap v2, MOUNT v3 and NFSv3; the driver only moves bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -241,6 +241,10 @@ pub struct Server<F> {
     pub(crate) counters: Counters,
     /// MOUNT DUMP table: who mounted what (advisory, per RFC 1813).
     mounts: Mutex<BTreeMap<Ipv4Addr, String>>,
+    /// The TCP connections being served, (local, peer): what a node that
+    /// takes the VIP over must reset (see `ironroot_cluster::hints`). At most
+    /// `connections_max` entries: the driver admits no more.
+    tcp_connections: Mutex<BTreeSet<(SocketAddrV4, SocketAddrV4)>>,
 }
 
 impl<F: Filesystem> Server<F> {
@@ -254,6 +258,29 @@ impl<F: Filesystem> Server<F> {
             key,
             counters: Counters::default(),
             mounts: Mutex::default(),
+            tcp_connections: Mutex::default(),
+        }
+    }
+
+    /// The TCP connections served now, as (local, peer) addresses.
+    pub fn tcp_connections(&self) -> Vec<(SocketAddrV4, SocketAddrV4)> {
+        let table = self
+            .tcp_connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        table.iter().copied().collect()
+    }
+
+    /// The driver accepted (`open`) or ended a connection.
+    pub(crate) fn track_connection(&self, local: SocketAddrV4, peer: SocketAddrV4, open: bool) {
+        let mut table = self
+            .tcp_connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if open {
+            table.insert((local, peer));
+        } else {
+            table.remove(&(local, peer));
         }
     }
 

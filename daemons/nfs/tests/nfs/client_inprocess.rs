@@ -286,6 +286,41 @@ fn connections_over_the_limit_are_closed() {
     );
 }
 
+#[test]
+fn served_connections_are_listed_until_they_close() {
+    let mut fs = MemFs::new();
+    fs.add_client(KNOWN, 1, Arc::new(trees().0));
+    let daemon = Daemon::start(fs);
+    block_on(async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", daemon.port))
+            .await
+            .unwrap();
+        // A reply proves the server accepted and serves the connection.
+        let null = encode_record(&rpc::encode_call(1, 100_003, 3, 0, &Auth::None, &[]));
+        stream.write_all(&null).await.unwrap();
+        let mut header = [0u8; 4];
+        stream.read_exact(&mut header).await.unwrap();
+        let (local, peer) = (stream.local_addr().unwrap(), stream.peer_addr().unwrap());
+        let expected = match (peer, local) {
+            (SocketAddr::V4(server), SocketAddr::V4(client)) => (server, client),
+            other => panic!("not IPv4: {other:?}"),
+        };
+        assert_eq!(daemon.server.tcp_connections(), vec![expected]);
+        drop(stream);
+        // The server notices the close on its next read; bounded wait.
+        for _ in 0..500 {
+            if daemon.server.tcp_connections().is_empty() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "closed connection still listed: {:?}",
+            daemon.server.tcp_connections()
+        );
+    });
+}
+
 /// A store whose READs wait at a gate, so a call stays in flight while its
 /// retransmission arrives.
 struct GatedFs {
