@@ -118,6 +118,8 @@ pub struct IronrootNode {
     pub port: String,
     pub dir: PathBuf,
     daemon: Option<ChildGuard>,
+    /// The log of its last daemon that was killed (kept for reports).
+    last_log: String,
 }
 
 pub struct IronrootServer {
@@ -193,6 +195,7 @@ impl IronrootServer {
                 port,
                 dir: node_dir,
                 daemon: None,
+                last_log: String::new(),
             });
         }
         let w_dir = dir.join("witness");
@@ -389,6 +392,7 @@ impl IronrootServer {
         net.set_port(&self.nodes[index].port, false)?;
         if let Some(mut daemon) = self.nodes[index].daemon.take() {
             daemon.stop(0);
+            self.nodes[index].last_log = daemon.stderr_text();
         }
         Ok(())
     }
@@ -399,6 +403,7 @@ impl IronrootServer {
         if let Some(mut daemon) = self.nodes[index].daemon.take() {
             kill_pid(daemon.pid());
             daemon.stop(0);
+            self.nodes[index].last_log = daemon.stderr_text();
         }
     }
 
@@ -436,6 +441,13 @@ impl IronrootServer {
     pub fn logs(&self) -> String {
         let mut text = format!("--- witness ---\n{}\n", tail(&self.witness.stderr_text()));
         for node in &self.nodes {
+            if !node.last_log.is_empty() {
+                text += &format!(
+                    "--- node {} (killed) ---\n{}\n",
+                    node.name,
+                    tail(&node.last_log)
+                );
+            }
             if let Some(daemon) = &node.daemon {
                 text += &format!(
                     "--- node {} ---\n{}\n",

@@ -205,7 +205,12 @@ pub async fn run_node<R: Runtime>(
         )
         .await;
         while let Some(event) = node.poll_event() {
-            tracing::info!(node = %event.node, at = %event.at, kind = ?event.kind, "cluster event");
+            // Lease renewals come every interval: routine, not news.
+            if matches!(event.kind, crate::node::EventKind::LeaseGranted { .. }) {
+                tracing::debug!(node = %event.node, at = %event.at, kind = ?event.kind, "cluster event");
+            } else {
+                tracing::info!(node = %event.node, at = %event.at, kind = ?event.kind, "cluster event");
+            }
             if let Some(events) = &hooks.events {
                 if events.try_send(event).is_err() {
                     events_dropped += 1;

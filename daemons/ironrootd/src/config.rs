@@ -118,9 +118,14 @@ pub struct LogSection {
 }
 
 impl LogSection {
-    /// The filter directive to run with (`info` when unset).
+    /// The filter directive to run with when unset: `info`, without the
+    /// netlink message crate's warnings about attributes newer kernels add
+    /// (one per VIP renewal, harmless).
+    pub const DEFAULT_FILTER: &'static str = "info,netlink_packet_route=error";
+
+    /// The filter directive to run with.
     pub fn filter(&self) -> &str {
-        self.level.as_deref().unwrap_or("info")
+        self.level.as_deref().unwrap_or(Self::DEFAULT_FILTER)
     }
 
     fn validate(&self) -> Result<(), String> {

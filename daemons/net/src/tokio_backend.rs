@@ -6,6 +6,7 @@
 //! function that makes it.
 
 mod garp;
+pub mod sockdiag;
 mod tcp;
 pub mod tickle;
 mod udp;

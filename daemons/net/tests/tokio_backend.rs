@@ -307,3 +307,37 @@ fn a_tickle_ack_resets_a_connection_whose_server_vanished() {
         .send(server, SocketAddrV4::new([127, 0, 0, 1].into(), 9))
         .expect("tickle to nowhere sent");
 }
+
+/// `SOCK_DESTROY` on one local address takes its connections and leaves
+/// its listeners (what a VIP claim and release do to stale sockets).
+#[test]
+fn connections_on_an_address_are_destroyed_and_listeners_kept() {
+    use ironroot_net::tokio_backend::sockdiag::destroy_tcp_sockets;
+    use std::io::Read;
+
+    let required = std::env::var("IRONROOT_REQUIRE_PEERS").is_ok_and(|v| v == "1");
+    if !nix::unistd::geteuid().is_root() {
+        assert!(!required, "needs root (CAP_NET_ADMIN) for SOCK_DESTROY");
+        println!("skipping: needs root (CAP_NET_ADMIN) for SOCK_DESTROY");
+        return;
+    }
+    let address = Ipv4Addr::new(127, 0, 0, 204);
+    let listener = std::net::TcpListener::bind((address, 0)).expect("listen");
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (_accepted, _) = listener.accept().expect("accept");
+    // The client's end is on 127.0.0.1: only the server's end is counted.
+    assert_eq!(destroy_tcp_sockets(address).expect("SOCK_DESTROY"), 1);
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        client.read(&mut byte).map_err(|err| err.kind()),
+        Err(io::ErrorKind::ConnectionReset)
+    );
+    let _again = std::net::TcpStream::connect(listener.local_addr().unwrap())
+        .expect("the listener survived");
+    listener.accept().expect("and accepts");
+    assert_eq!(
+        destroy_tcp_sockets(Ipv4Addr::new(127, 0, 0, 205)).expect("none"),
+        0
+    );
+}

@@ -247,6 +247,10 @@ impl VipControl for TokioVip {
         let netlink = Netlink::open()?;
         let link = netlink.link(&spec.interface).await?;
         self.probe(spec, &link).await?;
+        // Stale sockets on the address from an earlier tenure would answer
+        // the clients' segments instead of the RST that makes them
+        // reconnect (see `sockdiag`): gone before the address comes back.
+        destroy_stale_sockets(spec.addr, "claim");
         netlink.replace_address(spec, link.index, "claim").await?;
         self.shared.counters.claims.fetch_add(1, Ordering::Relaxed);
         if spec.garp_count == 0 {
@@ -285,7 +289,12 @@ impl VipControl for TokioVip {
         self.replace_announcer(spec.addr, None);
         let netlink = Netlink::open()?;
         match netlink.link(&spec.interface).await {
-            Ok(link) => netlink.delete_address(spec, link.index).await?,
+            Ok(link) => {
+                netlink.delete_address(spec, link.index).await?;
+                // The address is gone, so these can send nothing: no FIN
+                // reaches a client, and no orphan outlives this tenure.
+                destroy_stale_sockets(spec.addr, "release");
+            }
             // An interface that is gone holds no address: nothing serves
             // the VIP here, which is all release promises.
             Err(VipError::NoSuchInterface(_)) => {}
@@ -303,6 +312,18 @@ impl VipControl for TokioVip {
         let netlink = Netlink::open()?;
         let link = netlink.link(&spec.interface).await?;
         netlink.has_address(spec, link.index).await
+    }
+}
+
+/// Destroy the TCP sockets on `addr`; a failure (no CAP_NET_ADMIN, a kernel
+/// without SOCK_DESTROY) is logged, never fatal to the VIP operation.
+fn destroy_stale_sockets(addr: Ipv4Addr, during: &str) {
+    match super::sockdiag::destroy_tcp_sockets(addr) {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(%addr, count, during, "destroyed TCP sockets left on the VIP"),
+        Err(error) => {
+            tracing::warn!(%addr, %error, during, "cannot destroy TCP sockets left on the VIP")
+        }
     }
 }
 
