@@ -24,7 +24,7 @@ use std::io;
 use std::time::Duration;
 
 use ironroot_net::tokio_backend::TokioVip;
-use ironroot_net::{VipControl, VipSpec};
+use ironroot_net::{VipControl, VipError, VipSpec};
 
 /// How long the guardian keeps trying to remove the VIP.
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -69,24 +69,40 @@ fn guard(daemon: libc::pid_t, vip: &VipSpec) {
         }
     }
     wait_for_death(daemon);
-    let removed = tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())
-        .and_then(|runtime| {
-            runtime.block_on(async {
-                tokio::time::timeout(RELEASE_TIMEOUT, TokioVip::new().release(vip))
-                    .await
-                    .map_err(|_| format!("no answer within {RELEASE_TIMEOUT:?}"))?
-                    .map_err(|e| e.to_string())
-            })
-        });
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!(
+                "ironrootd-guard: no runtime to remove VIP {}: {error}",
+                vip.addr
+            );
+            return;
+        }
+    };
+    let vips = TokioVip::new();
+    let removed = runtime.block_on(async {
+        // Quiet when there is nothing to do: a clean shutdown released the
+        // VIP, a standby never held it, a failed start never claimed it.
+        match tokio::time::timeout(RELEASE_TIMEOUT, vips.holds(vip)).await {
+            Ok(Ok(false)) | Ok(Err(VipError::Invalid(_))) => return None,
+            _ => {}
+        }
+        let released = tokio::time::timeout(RELEASE_TIMEOUT, vips.release(vip)).await;
+        Some(match released {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {RELEASE_TIMEOUT:?}")),
+        })
+    });
     match removed {
-        Ok(()) => eprintln!(
+        None => {}
+        Some(Ok(())) => eprintln!(
             "ironrootd-guard: ironrootd (pid {daemon}) ended; VIP {} removed before its sockets closed",
             vip.addr
         ),
-        Err(error) => eprintln!(
+        Some(Err(error)) => eprintln!(
             "ironrootd-guard: ironrootd (pid {daemon}) ended; removing VIP {} failed: {error} (its lifetime ends it)",
             vip.addr
         ),

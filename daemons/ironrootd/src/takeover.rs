@@ -105,6 +105,7 @@ pub struct TakeoverSettings {
 #[derive(Clone)]
 pub struct Takeover {
     settings: Arc<TakeoverSettings>,
+    connections: Arc<dyn Fn() -> Vec<(SocketAddrV4, SocketAddrV4)> + Send + Sync>,
     table: Arc<Mutex<HintTable>>,
     rt: TokioRuntime,
     pub counters: Arc<TakeoverCounters>,
@@ -128,6 +129,7 @@ impl Takeover {
             .await?;
         let takeover = Takeover {
             settings: Arc::new(settings),
+            connections: Arc::clone(&connections),
             table: Arc::new(Mutex::new(HintTable::new(HINT_TTL, HINT_TABLE_MAX))),
             rt: rt.clone(),
             counters: Arc::default(),
@@ -220,6 +222,7 @@ impl Takeover {
         }
         let vip = self.settings.vip;
         let (rt, counters) = (self.rt.clone(), Arc::clone(&self.counters));
+        let served = Arc::clone(&self.connections);
         tokio::spawn(async move {
             let sender = match TickleSender::open(vip) {
                 Ok(sender) => sender,
@@ -233,9 +236,14 @@ impl Takeover {
                 "resetting the peer's client connections after the takeover"
             );
             let mut waited = Duration::ZERO;
+            let mut connections = connections;
             for delay in TICKLE_SCHEDULE {
                 rt.sleep(delay.saturating_sub(waited)).await;
                 waited = delay;
+                // A client that reconnected uses the same source port: its
+                // new connection is served here now and needs no tickle.
+                let served_now = served();
+                connections.retain(|c| !served_now.contains(&(c.server, c.client)));
                 for c in &connections {
                     match sender.send(c.server, c.client) {
                         Ok(()) => TakeoverCounters::bump(&counters.tickles_sent),
