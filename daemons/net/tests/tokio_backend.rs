@@ -238,6 +238,18 @@ fn broadcast_leaves_the_bound_device_and_connect_times_out() {
     }
 }
 
+/// Whether the test may run: root, or a skip message; with
+/// `IRONROOT_REQUIRE_PEERS=1` a missing root fails the test.
+fn root_or_skip(needs: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let required = std::env::var("IRONROOT_REQUIRE_PEERS").is_ok_and(|v| v == "1");
+    assert!(!required, "needs root for {needs}");
+    println!("skipping: needs root for {needs}");
+    false
+}
+
 /// A connection whose server end vanished without a FIN or RST (the host
 /// died, or this one took its address over) is reset by one tickle ACK from
 /// the server's address, and not before. On loopback: the server end is
@@ -248,10 +260,7 @@ fn a_tickle_ack_resets_a_connection_whose_server_vanished() {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
 
-    let required = std::env::var("IRONROOT_REQUIRE_PEERS").is_ok_and(|v| v == "1");
-    if !nix::unistd::geteuid().is_root() {
-        assert!(!required, "needs root for raw sockets and TCP repair");
-        println!("skipping: needs root for raw sockets and TCP repair");
+    if !root_or_skip("raw sockets and TCP repair") {
         return;
     }
     let server_ip = Ipv4Addr::new(127, 0, 0, 202);
@@ -315,10 +324,7 @@ fn connections_on_an_address_are_destroyed_and_listeners_kept() {
     use ironroot_net::tokio_backend::sockdiag::destroy_tcp_sockets;
     use std::io::Read;
 
-    let required = std::env::var("IRONROOT_REQUIRE_PEERS").is_ok_and(|v| v == "1");
-    if !nix::unistd::geteuid().is_root() {
-        assert!(!required, "needs root (CAP_NET_ADMIN) for SOCK_DESTROY");
-        println!("skipping: needs root (CAP_NET_ADMIN) for SOCK_DESTROY");
+    if !root_or_skip("SOCK_DESTROY (CAP_NET_ADMIN)") {
         return;
     }
     let address = Ipv4Addr::new(127, 0, 0, 204);
