@@ -2,8 +2,9 @@
 //! [`DhcpServer`], lease writes between the server and a [`LeaseLog`], and
 //! wakes the server for expiries. It holds no protocol logic.
 //!
-//! Group commit falls out of the loop: one lease write is in flight at a
-//! time, and every record the server gathers meanwhile goes into the next.
+//! Group commit: one lease write is in flight at a time; the server says
+//! when the records gathered meanwhile make the next (a full batch, or the
+//! end of its gather window, which `poll_timeout` includes).
 
 use std::future::Future;
 use std::io;
@@ -76,8 +77,8 @@ where
     let mut pxe_buf = vec![0u8; datagram_bytes_max + 1];
     let mut write: Option<WriteFuture> = None;
     let mut shutdown = std::pin::pin!(shutdown);
-    // One timer, rebuilt only when the deadline moves (every purge
-    // interval), not for every datagram.
+    // One timer, rebuilt only when the deadline moves (a gather window or
+    // the purge interval), not for every datagram.
     let mut timer_deadline = server.poll_timeout();
     let mut timer = Box::pin(sleep_optional(&runtime, timer_deadline));
     loop {
@@ -89,7 +90,7 @@ where
             }
         }
         if write.is_none() {
-            write = next_write(&mut server, &log);
+            write = next_write(&mut server, &log, runtime.now());
         }
         let deadline = server.poll_timeout();
         if deadline != timer_deadline {
@@ -141,13 +142,15 @@ fn sync_wall_clock<R: Runtime, G: Registry>(runtime: &R, server: &mut DhcpServer
     server.set_wall_clock(runtime.now(), unix_secs);
 }
 
-/// The server's next batch as a write to the log. The driver keeps one
-/// write in flight, so every record gathered meanwhile joins the next.
+/// The server's next batch, if one is due at `now`, as a write to the log.
+/// The driver keeps one write in flight, so every record gathered meanwhile
+/// joins the next.
 fn next_write<G: Registry, L: LeaseLog>(
     server: &mut DhcpServer<G>,
     log: &Arc<L>,
+    now: ironroot_net::Instant,
 ) -> Option<WriteFuture> {
-    let batch = server.poll_lease_write()?;
+    let batch = server.poll_lease_write(now)?;
     let log = Arc::clone(log);
     let id = batch.id;
     Some(Box::pin(async move { (id, log.append(batch).await) }))

@@ -5,6 +5,8 @@
 #[path = "dhcp/support.rs"]
 mod support;
 
+#[path = "dhcp/group_commit.rs"]
+mod group_commit;
 #[path = "dhcp/lease_log.rs"]
 mod lease_log;
 #[path = "dhcp/malformed.rs"]
