@@ -224,6 +224,7 @@ impl<G: Registry> DhcpServer<G> {
             bump(&self.counters.ignored_foreign_subnet);
             return;
         }
+        self.registry.refresh();
         match self.config.mode {
             Mode::Proxy => self.handle_proxy(&request, &incoming),
             Mode::Full => match request.message_type {

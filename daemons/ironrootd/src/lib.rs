@@ -10,6 +10,7 @@ pub mod admin;
 pub mod bootfiles;
 pub mod boottree;
 pub mod config;
+pub mod dhcpregistry;
 pub mod diff;
 pub mod handler;
 pub mod leaselog;
