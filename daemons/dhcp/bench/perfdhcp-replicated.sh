@@ -28,6 +28,9 @@
 #   SERVERS="kea ironroot"       which servers, in this order
 #   IRONROOTD, IRONROOT          binaries (default $CARGO_TARGET_DIR/release/...)
 #   KEEP=1                       keep the work dir (configs, logs, raw output)
+#   PERF=1                       perf record -g the active ironrootd during each
+#                                run (perf-<rate>-<run>.data in the work dir;
+#                                implies KEEP=1); its CPU is not counted
 # Build first: cargo build --release -p ironrootd -p ironroot
 set -u
 RATES=${RATES:-"1000 2000 4000 8000"}
@@ -77,6 +80,7 @@ cleanup() {
     ip netns del "$BR" 2>/dev/null
     if [ "${KEEP:-0}" = 1 ]; then echo "work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
+[ "${PERF:-0}" = 1 ] && KEEP=1
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -195,6 +199,12 @@ one_run() { # $1 server label, $2 target address, $3 rate, $4 run, $5 active PID
         w0=$(metric "$ACTIVE" ironroot_dhcp_lease_writes_total)
         r0=$(metric "$ACTIVE" ironroot_dhcp_lease_records_total)
     fi
+    local perf=
+    if [ "${PERF:-0}" = 1 ] && [ "$label" = ironroot ]; then
+        perf record -q -F 499 -g -p "$active" -o "$WORK/perf-$rate-$run.data" >/dev/null 2>&1 &
+        perf=$!
+        PIDS="$PIDS $perf"
+    fi
     ip netns exec "${NS[c]}" perfdhcp -4 -r "$rate" -R "$CLIENTS" -p "$SECONDS_RUN" \
         -l "${ADDR[c]}" "$target" >"$WORK/perfdhcp.out" 2>&1 &
     local client=$!
@@ -203,6 +213,11 @@ one_run() { # $1 server label, $2 target address, $3 rate, $4 run, $5 active PID
     PIDS=${PIDS% "$client"}
     out=$(cat "$WORK/perfdhcp.out")
     a1=$(ticks "$active")
+    if [ -n "$perf" ]; then
+        kill -INT "$perf" 2>/dev/null
+        wait "$perf" 2>/dev/null
+        PIDS=${PIDS% "$perf"}
+    fi
     o1=$(ticks $others)
     if [ "$label" = ironroot ]; then
         w1=$(metric "$ACTIVE" ironroot_dhcp_lease_writes_total)
@@ -255,6 +270,9 @@ for server in $SERVERS; do
             "$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["data"]["replication"]))')" >&2
         pa=$(eval echo "\$PID_$ACTIVE")
         ps=$(eval echo "\$PID_$STANDBY")
+        t0=$(ticks "$pa")
+        sleep 5
+        echo "active ironrootd idle: $(( ($(ticks "$pa") - t0) * 1000 / HZ / 5 )) ms CPU per s" >&2
         for rate in $RATES; do
             for r in $(seq "$RUNS"); do one_run ironroot "$VIP" "$rate" "$r" "$pa" "$ps"; done
         done

@@ -15,6 +15,8 @@ pub const ARCH_FILES_MAX: usize = 64;
 /// Longest gather window: beyond this the window only adds latency (a
 /// write per window is already rare) and eats into `ack_delay_ms_max`.
 pub const LEASE_GATHER_MS_MAX: u64 = 1000;
+/// Longest receive pause: clients retransmit after about a second.
+pub const RECEIVE_COALESCE_MS_MAX: u64 = 100;
 
 /// How the server answers.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -126,6 +128,13 @@ pub struct Limits {
     /// milliseconds of ACK latency (clients wait seconds) for far fewer
     /// writes. 0: write as soon as no other write is in flight.
     pub lease_gather_ms: u64,
+    /// After a datagram wakes the server, how long the driver leaves the
+    /// socket alone before taking everything that arrived meanwhile in one
+    /// go (until a pause finds nothing: then it waits for the next datagram
+    /// as usual). Under load each wakeup (a context switch, the dominant
+    /// cost per datagram) then serves many datagrams, for at most this much
+    /// added reply latency. 0: one wakeup per datagram.
+    pub receive_coalesce_ms: u64,
     /// Replies queued for the driver.
     pub transmits_max: usize,
     /// Largest datagram decoded.
@@ -145,6 +154,7 @@ impl Default for Limits {
             lease_records_per_write_max: 1024,
             lease_writes_in_flight_max: 1,
             lease_gather_ms: 10,
+            receive_coalesce_ms: 2,
             transmits_max: 4096,
             datagram_bytes_max: 1500,
             ack_delay_ms_max: 5000,
@@ -211,6 +221,10 @@ pub enum ConfigError {
         lease_gather_ms: u64,
         ack_delay_ms_max: u64,
     },
+    #[error(
+        "dhcp.limits.receive_coalesce_ms: {receive_coalesce_ms} exceeds {RECEIVE_COALESCE_MS_MAX}"
+    )]
+    CoalesceTooLong { receive_coalesce_ms: u64 },
 }
 
 impl Config {
@@ -267,6 +281,11 @@ impl Config {
             return Err(ConfigError::GatherTooLong {
                 lease_gather_ms: limits.lease_gather_ms,
                 ack_delay_ms_max: limits.ack_delay_ms_max,
+            });
+        }
+        if limits.receive_coalesce_ms > RECEIVE_COALESCE_MS_MAX {
+            return Err(ConfigError::CoalesceTooLong {
+                receive_coalesce_ms: limits.receive_coalesce_ms,
             });
         }
         Ok(())
@@ -428,5 +447,18 @@ leases_max = 1000
         let text = format!("{EXAMPLE}lease_gather_ms = 4\n");
         let config: Config = toml::from_str(&text).expect("parses");
         assert_eq!(config.limits.lease_gather_ms, 4);
+    }
+
+    #[test]
+    fn receive_pause_is_bounded_and_named() {
+        let mut config: Config = toml::from_str(EXAMPLE).expect("parses");
+        assert_eq!(config.limits.receive_coalesce_ms, 2, "default");
+        config.limits.receive_coalesce_ms = RECEIVE_COALESCE_MS_MAX;
+        config.validate().expect("at the bound");
+        config.limits.receive_coalesce_ms = RECEIVE_COALESCE_MS_MAX + 1;
+        assert_eq!(
+            config.validate().map_err(|e| e.to_string()),
+            Err("dhcp.limits.receive_coalesce_ms: 101 exceeds 100".to_owned())
+        );
     }
 }

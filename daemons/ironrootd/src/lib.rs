@@ -16,6 +16,7 @@ pub mod handler;
 pub mod leaselog;
 pub mod metrics;
 pub mod node;
+pub mod ownthread;
 pub mod reload;
 pub mod replstatus;
 pub mod resolve;

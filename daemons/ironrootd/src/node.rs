@@ -204,7 +204,7 @@ fn tftp_service(rt: &TokioRuntime, server: &Arc<TftpServer>) -> Service {
 /// The DHCP service: a new server at every start (after the store's
 /// promotion), so it starts from the pool leases replicated to this node;
 /// its leases are written through the replicated journal; its counters
-/// outlive it.
+/// outlive it. It runs on a thread of its own (see [`crate::ownthread`]).
 fn dhcp_service(
     rt: &TokioRuntime,
     settings: &NodeSettings,
@@ -237,13 +237,15 @@ fn dhcp_service(
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
                 .with_counters(counters);
                 let proxy = matches!(server.config().mode, ironroot_dhcp::Mode::Proxy);
-                let options = ironroot_dhcp::DriverOptions::standard(proxy, device);
+                let mut options = ironroot_dhcp::DriverOptions::standard(proxy, device);
+                options.receive_pause_blocks_thread = true;
+                let thread = crate::ownthread::spawn("dhcp", move |shutdown| async move {
+                    ironroot_dhcp::serve(rt, server, log, options, shutdown)
+                        .await
+                        .map(|_| ())
+                })?;
                 let serve: ironroot_net::resource::BoxFuture<'static, std::io::Result<()>> =
-                    Box::pin(async move {
-                        ironroot_dhcp::serve(rt, server, log, options, std::future::pending())
-                            .await
-                            .map(|_| ())
-                    });
+                    Box::pin(thread);
                 Ok(serve)
             })
         }),
