@@ -180,6 +180,9 @@ metric() { # node $1, metric line prefix $2: its value (summed over labels)
     ip netns exec "${NS[$1]}" curl -s --max-time 2 http://127.0.0.1:9450/metrics |
         awk -v m="$2" '$1 == m || index($1, m "{") == 1 {s += $2} END {print s + 0}'
 }
+rcvbuf_errors() { # UDP datagrams dropped for a full receive buffer in host $1's namespace
+    ip netns exec "${NS[$1]}" awk '/^Udp:/ {n++; if (n == 2) print $6}' /proc/net/snmp
+}
 ticks() { # utime + stime of PIDs $@
     local p t=0
     for p in "$@"; do
@@ -193,6 +196,11 @@ one_run() { # $1 server label, $2 target address, $3 rate, $4 run, $5 active PID
     local label=$1 target=$2 rate=$3 run=$4 active=$5
     shift 5
     local others="$*" out a0 o0 a1 o1 w0=0 w1=0 r0=0 r1=0
+    local server_host=k
+    [ "$label" = ironroot ] && server_host=$ACTIVE
+    local c0 s0
+    c0=$(rcvbuf_errors c)
+    s0=$(rcvbuf_errors "$server_host")
     a0=$(ticks "$active")
     o0=$(ticks $others)
     if [ "$label" = ironroot ]; then
@@ -227,6 +235,7 @@ one_run() { # $1 server label, $2 target address, $3 rate, $4 run, $5 active PID
     echo "$out" | "$PY" "$HERE/perfdhcp_summary.py" line "$label" "$rate" "$run" \
         "$((a1 - a0))" "$((o1 - o0))" "$HZ" "$((w1 - w0))" "$((r1 - r0))" >>"$RESULTS"
     tail -n 1 "$RESULTS" >&2
+    echo "  UDP receive buffer overflows: client $(($(rcvbuf_errors c) - c0)), server $(($(rcvbuf_errors "$server_host") - s0))" >&2
 }
 
 HERE=$(cd "$(dirname "$0")" && pwd)

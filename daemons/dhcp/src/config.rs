@@ -17,6 +17,8 @@ pub const ARCH_FILES_MAX: usize = 64;
 pub const LEASE_GATHER_MS_MAX: u64 = 1000;
 /// Longest receive pause: clients retransmit after about a second.
 pub const RECEIVE_COALESCE_MS_MAX: u64 = 100;
+/// Largest receive buffer asked for (kernel memory per socket).
+pub const RECEIVE_BUFFER_BYTES_MAX: usize = 64 << 20;
 
 /// How the server answers.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -121,9 +123,8 @@ pub struct Limits {
     /// Lease writes handed out and not yet durable.
     pub lease_writes_in_flight_max: usize,
     /// Longest a lease record waits for others to share its journal write
-    /// (group commit). A write starts when its batch is full
-    /// (`lease_records_per_write_max`) or its oldest record has waited this
-    /// long. Every journal write costs an fdatasync on both nodes and a
+    /// (group commit). A write starts when `lease_gather_records` are
+    /// waiting or the oldest has waited this long. Every journal write costs an fdatasync on both nodes and a
     /// replication round trip, whatever its size, so gathering trades a few
     /// milliseconds of ACK latency (clients wait seconds) for far fewer
     /// writes. 0: write as soon as no other write is in flight.
@@ -135,6 +136,16 @@ pub struct Limits {
     /// cost per datagram) then serves many datagrams, for at most this much
     /// added reply latency. 0: one wakeup per datagram.
     pub receive_coalesce_ms: u64,
+    /// Receive buffer asked for the DHCP socket (SO_RCVBUF; the kernel caps
+    /// it at `net.core.rmem_max`): it holds what arrives during a receive
+    /// pause or a burst of replies being sent. 0: the kernel's default.
+    pub receive_buffer_bytes: usize,
+    /// A batch this large is written without waiting out its gather window.
+    /// It bounds the burst of ACKs one durable write releases (a relay or
+    /// client with a default socket buffer drops a burst of hundreds)
+    /// without bounding throughput: records that arrive while a write is in
+    /// flight all join the next one, up to `lease_records_per_write_max`.
+    pub lease_gather_records: usize,
     /// Replies queued for the driver.
     pub transmits_max: usize,
     /// Largest datagram decoded.
@@ -155,6 +166,8 @@ impl Default for Limits {
             lease_writes_in_flight_max: 1,
             lease_gather_ms: 10,
             receive_coalesce_ms: 2,
+            receive_buffer_bytes: 1 << 20,
+            lease_gather_records: 32,
             transmits_max: 4096,
             datagram_bytes_max: 1500,
             ack_delay_ms_max: 5000,
@@ -225,6 +238,8 @@ pub enum ConfigError {
         "dhcp.limits.receive_coalesce_ms: {receive_coalesce_ms} exceeds {RECEIVE_COALESCE_MS_MAX}"
     )]
     CoalesceTooLong { receive_coalesce_ms: u64 },
+    #[error("dhcp.limits.receive_buffer_bytes: {receive_buffer_bytes} exceeds {RECEIVE_BUFFER_BYTES_MAX}")]
+    ReceiveBufferTooLarge { receive_buffer_bytes: usize },
 }
 
 impl Config {
@@ -269,6 +284,7 @@ impl Config {
                 limits.lease_writes_in_flight_max,
             ),
             ("transmits_max", limits.transmits_max),
+            ("lease_gather_records", limits.lease_gather_records),
             ("datagram_bytes_max", limits.datagram_bytes_max),
         ] {
             if value == 0 {
@@ -281,6 +297,11 @@ impl Config {
             return Err(ConfigError::GatherTooLong {
                 lease_gather_ms: limits.lease_gather_ms,
                 ack_delay_ms_max: limits.ack_delay_ms_max,
+            });
+        }
+        if limits.receive_buffer_bytes > RECEIVE_BUFFER_BYTES_MAX {
+            return Err(ConfigError::ReceiveBufferTooLarge {
+                receive_buffer_bytes: limits.receive_buffer_bytes,
             });
         }
         if limits.receive_coalesce_ms > RECEIVE_COALESCE_MS_MAX {
@@ -459,6 +480,20 @@ leases_max = 1000
         assert_eq!(
             config.validate().map_err(|e| e.to_string()),
             Err("dhcp.limits.receive_coalesce_ms: 101 exceeds 100".to_owned())
+        );
+        config.limits.receive_coalesce_ms = 2;
+        config.limits.receive_buffer_bytes = RECEIVE_BUFFER_BYTES_MAX + 1;
+        assert!(config.validate().is_err_and(|e| e
+            .to_string()
+            .starts_with("dhcp.limits.receive_buffer_bytes: ")));
+        config.limits.receive_buffer_bytes = 0;
+        config.validate().expect("0 keeps the kernel's default");
+        config.limits.lease_gather_records = 0;
+        assert_eq!(
+            config.validate(),
+            Err(ConfigError::ZeroLimit {
+                key: "lease_gather_records"
+            })
         );
     }
 }

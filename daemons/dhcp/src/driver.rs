@@ -82,6 +82,13 @@ where
         device: options.device.clone(),
     };
     let socket = runtime.bind_udp(bind(options.bind)).await?;
+    let receive_buffer_bytes = server.config().limits.receive_buffer_bytes;
+    if receive_buffer_bytes > 0 {
+        match socket.set_recv_buffer_bytes(receive_buffer_bytes) {
+            Ok(got) => tracing::debug!(asked = receive_buffer_bytes, got, "DHCP receive buffer"),
+            Err(error) => tracing::warn!(%error, "DHCP receive buffer not resized"),
+        }
+    }
     let pxe_socket = match options.pxe_bind {
         Some(addr) => Some(runtime.bind_udp(bind(addr)).await?),
         None => None,

@@ -3,8 +3,9 @@
 //!
 //! Pool ACKs wait for their lease to be durable: `handle` records the lease
 //! and holds the ACK; `poll_lease_write` hands every record gathered since
-//! the last write to the driver as one batch (group commit) once the batch
-//! is full or its oldest record has waited `limits.lease_gather_ms`
+//! the last write to the driver as one batch (group commit) once
+//! `limits.lease_gather_records` are waiting or the oldest has waited
+//! `limits.lease_gather_ms`
 //! (`poll_timeout` says when); the driver calls `handle_lease_durable` when
 //! the journal has it, and the ACKs of that batch become transmits.
 //! Reservations need no write and are answered at once.
@@ -638,9 +639,9 @@ impl<G: Registry> DhcpServer<G> {
     }
 
     /// Every record gathered since the last write, as one batch (up to
-    /// `lease_records_per_write_max`), once the batch is full or its oldest
-    /// record has waited `lease_gather_ms`, unless too many writes are in
-    /// flight.
+    /// `lease_records_per_write_max`), once `lease_gather_records` are
+    /// waiting or the oldest has waited `lease_gather_ms`, unless too many
+    /// writes are in flight.
     pub fn poll_lease_write(&mut self, now: Instant) -> Option<LeaseWrite> {
         if self.lease_write_due().is_none_or(|due| now < due) {
             return None;
@@ -703,8 +704,9 @@ impl<G: Registry> DhcpServer<G> {
         add(&self.counters.acks_dropped_unwritten, acks.len() as u64);
     }
 
-    /// When the gathered records may be written: at once if a batch is
-    /// full, else `lease_gather_ms` after the oldest. None while nothing
+    /// When the gathered records may be written: at once if
+    /// `lease_gather_records` are waiting, else `lease_gather_ms` after the
+    /// oldest. None while nothing
     /// waits or no write may start (a durable write is the next event).
     fn lease_write_due(&self) -> Option<Instant> {
         let limits = &self.config.limits;
@@ -712,7 +714,7 @@ impl<G: Registry> DhcpServer<G> {
             return None;
         }
         let oldest = self.unwritten.front()?.queued_at;
-        if self.unwritten.len() >= limits.lease_records_per_write_max {
+        if self.unwritten.len() >= limits.lease_gather_records {
             return Some(oldest);
         }
         Some(oldest + Duration::from_millis(limits.lease_gather_ms))

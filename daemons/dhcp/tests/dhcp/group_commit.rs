@@ -1,6 +1,7 @@
 //! Group commit of pool leases: records gathered into one journal write
-//! until the batch is full or its oldest record has waited
-//! `limits.lease_gather_ms`, one write in flight at a time.
+//! until `limits.lease_gather_records` are waiting or the oldest has waited
+//! `limits.lease_gather_ms`, one write in flight at a time, at most
+//! `lease_records_per_write_max` records per write.
 
 use std::net::Ipv4Addr;
 
@@ -56,18 +57,18 @@ fn a_batch_is_held_until_its_oldest_record_has_waited_the_window() {
 #[test]
 fn a_full_batch_is_written_at_once() {
     let mut config = gather_config(10);
-    config.limits.lease_records_per_write_max = 3;
+    config.limits.lease_gather_records = 3;
     let mut server = server(config, &[]);
     request(&mut server, ms(1000), 1);
     request(&mut server, ms(1001), 2);
     assert!(server.poll_lease_write(ms(1001)).is_none());
     request(&mut server, ms(1002), 3);
-    request(&mut server, ms(1002), 4);
     assert_eq!(server.poll_timeout(), Some(ms(1000)), "due already");
     let write = server.poll_lease_write(ms(1002)).expect("batch full");
     assert_eq!(write.records.len(), 3);
     // The fourth record starts the next batch (and its window); it waits
     // for the write in flight, so no timer is due meanwhile.
+    request(&mut server, ms(1002), 4);
     assert!(server.poll_timeout() > Some(ms(2000)));
     assert!(server.poll_lease_write(ms(1500)).is_none(), "one in flight");
     server.handle_lease_durable(ms(1500), write.id);
@@ -76,6 +77,28 @@ fn a_full_batch_is_written_at_once() {
     let next = server.poll_lease_write(ms(1500)).expect("overdue batch");
     assert_eq!(next.records.len(), 1);
     assert_eq!(next.records[0].ip, Ipv4Addr::new(10, 0, 0, 104));
+}
+
+#[test]
+fn records_gathered_during_a_write_all_join_the_next_up_to_the_write_bound() {
+    let mut config = gather_config(10);
+    config.limits.lease_gather_records = 2;
+    config.limits.lease_records_per_write_max = 4;
+    let mut server = server(config, &[]);
+    request(&mut server, ms(1000), 1);
+    request(&mut server, ms(1000), 2);
+    let first = server.poll_lease_write(ms(1000)).expect("two gathered");
+    assert_eq!(first.records.len(), 2);
+    // A slow write: five more arrive meanwhile, past the gather bound.
+    for last in 3..=7 {
+        request(&mut server, ms(1001), last);
+    }
+    server.handle_lease_durable(ms(1050), first.id);
+    let second = server.poll_lease_write(ms(1050)).expect("overdue");
+    assert_eq!(second.records.len(), 4, "as many as one write takes");
+    server.handle_lease_durable(ms(1060), second.id);
+    let third = server.poll_lease_write(ms(1060)).expect("the rest");
+    assert_eq!(third.records.len(), 1);
 }
 
 #[test]
