@@ -28,6 +28,9 @@
 #   SERVERS="kea ironroot"       which servers, in this order
 #   IRONROOTD, IRONROOT          binaries (default $CARGO_TARGET_DIR/release/...)
 #   KEEP=1                       keep the work dir (configs, logs, raw output)
+#   PERF=1                       perf record -g the active ironrootd during each
+#                                run (perf-<rate>-<run>.data in the work dir;
+#                                implies KEEP=1); its CPU is not counted
 # Build first: cargo build --release -p ironrootd -p ironroot
 set -u
 RATES=${RATES:-"1000 2000 4000 8000"}
@@ -77,6 +80,7 @@ cleanup() {
     ip netns del "$BR" 2>/dev/null
     if [ "${KEEP:-0}" = 1 ]; then echo "work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
+[ "${PERF:-0}" = 1 ] && KEEP=1
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -176,6 +180,9 @@ metric() { # node $1, metric line prefix $2: its value (summed over labels)
     ip netns exec "${NS[$1]}" curl -s --max-time 2 http://127.0.0.1:9450/metrics |
         awk -v m="$2" '$1 == m || index($1, m "{") == 1 {s += $2} END {print s + 0}'
 }
+rcvbuf_errors() { # UDP datagrams dropped for a full receive buffer in host $1's namespace
+    ip netns exec "${NS[$1]}" awk '/^Udp:/ {n++; if (n == 2) print $6}' /proc/net/snmp
+}
 ticks() { # utime + stime of PIDs $@
     local p t=0
     for p in "$@"; do
@@ -189,11 +196,22 @@ one_run() { # $1 server label, $2 target address, $3 rate, $4 run, $5 active PID
     local label=$1 target=$2 rate=$3 run=$4 active=$5
     shift 5
     local others="$*" out a0 o0 a1 o1 w0=0 w1=0 r0=0 r1=0
+    local server_host=k
+    [ "$label" = ironroot ] && server_host=$ACTIVE
+    local c0 s0
+    c0=$(rcvbuf_errors c)
+    s0=$(rcvbuf_errors "$server_host")
     a0=$(ticks "$active")
     o0=$(ticks $others)
     if [ "$label" = ironroot ]; then
         w0=$(metric "$ACTIVE" ironroot_dhcp_lease_writes_total)
         r0=$(metric "$ACTIVE" ironroot_dhcp_lease_records_total)
+    fi
+    local perf=
+    if [ "${PERF:-0}" = 1 ] && [ "$label" = ironroot ]; then
+        perf record -q -F 499 -g -p "$active" -o "$WORK/perf-$rate-$run.data" >/dev/null 2>&1 &
+        perf=$!
+        PIDS="$PIDS $perf"
     fi
     ip netns exec "${NS[c]}" perfdhcp -4 -r "$rate" -R "$CLIENTS" -p "$SECONDS_RUN" \
         -l "${ADDR[c]}" "$target" >"$WORK/perfdhcp.out" 2>&1 &
@@ -203,6 +221,11 @@ one_run() { # $1 server label, $2 target address, $3 rate, $4 run, $5 active PID
     PIDS=${PIDS% "$client"}
     out=$(cat "$WORK/perfdhcp.out")
     a1=$(ticks "$active")
+    if [ -n "$perf" ]; then
+        kill -INT "$perf" 2>/dev/null
+        wait "$perf" 2>/dev/null
+        PIDS=${PIDS% "$perf"}
+    fi
     o1=$(ticks $others)
     if [ "$label" = ironroot ]; then
         w1=$(metric "$ACTIVE" ironroot_dhcp_lease_writes_total)
@@ -212,6 +235,7 @@ one_run() { # $1 server label, $2 target address, $3 rate, $4 run, $5 active PID
     echo "$out" | "$PY" "$HERE/perfdhcp_summary.py" line "$label" "$rate" "$run" \
         "$((a1 - a0))" "$((o1 - o0))" "$HZ" "$((w1 - w0))" "$((r1 - r0))" >>"$RESULTS"
     tail -n 1 "$RESULTS" >&2
+    echo "  UDP receive buffer overflows: client $(($(rcvbuf_errors c) - c0)), server $(($(rcvbuf_errors "$server_host") - s0))" >&2
 }
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -255,6 +279,9 @@ for server in $SERVERS; do
             "$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["data"]["replication"]))')" >&2
         pa=$(eval echo "\$PID_$ACTIVE")
         ps=$(eval echo "\$PID_$STANDBY")
+        t0=$(ticks "$pa")
+        sleep 5
+        echo "active ironrootd idle: $(( ($(ticks "$pa") - t0) * 1000 / HZ / 5 )) ms CPU per s" >&2
         for rate in $RATES; do
             for r in $(seq "$RUNS"); do one_run ironroot "$VIP" "$rate" "$r" "$pa" "$ps"; done
         done

@@ -12,6 +12,13 @@ pub const POOL_ADDRESSES_MAX: u32 = 65_536;
 pub const BOOT_FILE_BYTES_MAX: usize = 127;
 /// Entries in the architecture -> boot file table.
 pub const ARCH_FILES_MAX: usize = 64;
+/// Longest gather window: beyond this the window only adds latency (a
+/// write per window is already rare) and eats into `ack_delay_ms_max`.
+pub const LEASE_GATHER_MS_MAX: u64 = 1000;
+/// Longest receive pause: clients retransmit after about a second.
+pub const RECEIVE_COALESCE_MS_MAX: u64 = 100;
+/// Largest receive buffer asked for (kernel memory per socket).
+pub const RECEIVE_BUFFER_BYTES_MAX: usize = 64 << 20;
 
 /// How the server answers.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -115,6 +122,30 @@ pub struct Limits {
     pub lease_records_per_write_max: usize,
     /// Lease writes handed out and not yet durable.
     pub lease_writes_in_flight_max: usize,
+    /// Longest a lease record waits for others to share its journal write
+    /// (group commit). A write starts when `lease_gather_records` are
+    /// waiting or the oldest has waited this long. Every journal write costs an fdatasync on both nodes and a
+    /// replication round trip, whatever its size, so gathering trades a few
+    /// milliseconds of ACK latency (clients wait seconds) for far fewer
+    /// writes. 0: write as soon as no other write is in flight.
+    pub lease_gather_ms: u64,
+    /// After a datagram wakes the server, how long the driver leaves the
+    /// socket alone before taking everything that arrived meanwhile in one
+    /// go (until a pause finds nothing: then it waits for the next datagram
+    /// as usual). Under load each wakeup (a context switch, the dominant
+    /// cost per datagram) then serves many datagrams, for at most this much
+    /// added reply latency. 0: one wakeup per datagram.
+    pub receive_coalesce_ms: u64,
+    /// Receive buffer asked for the DHCP socket (SO_RCVBUF; the kernel caps
+    /// it at `net.core.rmem_max`): it holds what arrives during a receive
+    /// pause or a burst of replies being sent. 0: the kernel's default.
+    pub receive_buffer_bytes: usize,
+    /// A batch this large is written without waiting out its gather window.
+    /// It bounds the burst of ACKs one durable write releases (a relay or
+    /// client with a default socket buffer drops a burst of hundreds)
+    /// without bounding throughput: records that arrive while a write is in
+    /// flight all join the next one, up to `lease_records_per_write_max`.
+    pub lease_gather_records: usize,
     /// Replies queued for the driver.
     pub transmits_max: usize,
     /// Largest datagram decoded.
@@ -133,6 +164,10 @@ impl Default for Limits {
             pending_acks_max: 4096,
             lease_records_per_write_max: 1024,
             lease_writes_in_flight_max: 1,
+            lease_gather_ms: 10,
+            receive_coalesce_ms: 2,
+            receive_buffer_bytes: 1 << 20,
+            lease_gather_records: 32,
             transmits_max: 4096,
             datagram_bytes_max: 1500,
             ack_delay_ms_max: 5000,
@@ -191,6 +226,20 @@ pub enum ConfigError {
     TooManyArchFiles { count: usize },
     #[error("dhcp.limits.{key}: must be at least 1")]
     ZeroLimit { key: &'static str },
+    #[error(
+        "dhcp.limits.lease_gather_ms: {lease_gather_ms} exceeds {LEASE_GATHER_MS_MAX}, \
+         or is not below ack_delay_ms_max ({ack_delay_ms_max})"
+    )]
+    GatherTooLong {
+        lease_gather_ms: u64,
+        ack_delay_ms_max: u64,
+    },
+    #[error(
+        "dhcp.limits.receive_coalesce_ms: {receive_coalesce_ms} exceeds {RECEIVE_COALESCE_MS_MAX}"
+    )]
+    CoalesceTooLong { receive_coalesce_ms: u64 },
+    #[error("dhcp.limits.receive_buffer_bytes: {receive_buffer_bytes} exceeds {RECEIVE_BUFFER_BYTES_MAX}")]
+    ReceiveBufferTooLarge { receive_buffer_bytes: usize },
 }
 
 impl Config {
@@ -235,11 +284,30 @@ impl Config {
                 limits.lease_writes_in_flight_max,
             ),
             ("transmits_max", limits.transmits_max),
+            ("lease_gather_records", limits.lease_gather_records),
             ("datagram_bytes_max", limits.datagram_bytes_max),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit { key });
             }
+        }
+        if limits.lease_gather_ms > LEASE_GATHER_MS_MAX
+            || limits.lease_gather_ms >= limits.ack_delay_ms_max
+        {
+            return Err(ConfigError::GatherTooLong {
+                lease_gather_ms: limits.lease_gather_ms,
+                ack_delay_ms_max: limits.ack_delay_ms_max,
+            });
+        }
+        if limits.receive_buffer_bytes > RECEIVE_BUFFER_BYTES_MAX {
+            return Err(ConfigError::ReceiveBufferTooLarge {
+                receive_buffer_bytes: limits.receive_buffer_bytes,
+            });
+        }
+        if limits.receive_coalesce_ms > RECEIVE_COALESCE_MS_MAX {
+            return Err(ConfigError::CoalesceTooLong {
+                receive_coalesce_ms: limits.receive_coalesce_ms,
+            });
         }
         Ok(())
     }
@@ -372,6 +440,59 @@ leases_max = 1000
             config.validate(),
             Err(ConfigError::ZeroLimit {
                 key: "pending_acks_max"
+            })
+        );
+    }
+
+    #[test]
+    fn gather_window_is_bounded_and_named() {
+        let mut config: Config = toml::from_str(EXAMPLE).expect("parses");
+        assert_eq!(config.limits.lease_gather_ms, 10, "default");
+        config.limits.lease_gather_ms = 0;
+        config.validate().expect("no window is valid");
+        config.limits.lease_gather_ms = LEASE_GATHER_MS_MAX + 1;
+        let error = config.validate().expect_err("too long");
+        assert!(
+            error
+                .to_string()
+                .starts_with("dhcp.limits.lease_gather_ms: 1001 exceeds 1000"),
+            "{error}"
+        );
+        config.limits.lease_gather_ms = 500;
+        config.limits.ack_delay_ms_max = 500;
+        let error = config.validate().expect_err("as long as the ACK bound");
+        assert!(
+            error.to_string().contains("ack_delay_ms_max (500)"),
+            "{error}"
+        );
+        let text = format!("{EXAMPLE}lease_gather_ms = 4\n");
+        let config: Config = toml::from_str(&text).expect("parses");
+        assert_eq!(config.limits.lease_gather_ms, 4);
+    }
+
+    #[test]
+    fn receive_pause_is_bounded_and_named() {
+        let mut config: Config = toml::from_str(EXAMPLE).expect("parses");
+        assert_eq!(config.limits.receive_coalesce_ms, 2, "default");
+        config.limits.receive_coalesce_ms = RECEIVE_COALESCE_MS_MAX;
+        config.validate().expect("at the bound");
+        config.limits.receive_coalesce_ms = RECEIVE_COALESCE_MS_MAX + 1;
+        assert_eq!(
+            config.validate().map_err(|e| e.to_string()),
+            Err("dhcp.limits.receive_coalesce_ms: 101 exceeds 100".to_owned())
+        );
+        config.limits.receive_coalesce_ms = 2;
+        config.limits.receive_buffer_bytes = RECEIVE_BUFFER_BYTES_MAX + 1;
+        assert!(config.validate().is_err_and(|e| e
+            .to_string()
+            .starts_with("dhcp.limits.receive_buffer_bytes: ")));
+        config.limits.receive_buffer_bytes = 0;
+        config.validate().expect("0 keeps the kernel's default");
+        config.limits.lease_gather_records = 0;
+        assert_eq!(
+            config.validate(),
+            Err(ConfigError::ZeroLimit {
+                key: "lease_gather_records"
             })
         );
     }

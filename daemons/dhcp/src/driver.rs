@@ -2,15 +2,22 @@
 //! [`DhcpServer`], lease writes between the server and a [`LeaseLog`], and
 //! wakes the server for expiries. It holds no protocol logic.
 //!
-//! Group commit falls out of the loop: one lease write is in flight at a
-//! time, and every record the server gathers meanwhile goes into the next.
+//! Group commit: one lease write is in flight at a time; the server says
+//! when the records gathered meanwhile make the next (a full batch, or the
+//! end of its gather window, which `poll_timeout` includes).
+//!
+//! Receive coalescing: after a datagram wakes the loop, the main socket is
+//! left alone for `limits.receive_coalesce_ms`, then everything queued is
+//! taken at once (up to [`RECEIVE_BATCH_MAX`]); a pause that finds nothing
+//! ends it. Replies to the first datagram go out at once.
 
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, UNIX_EPOCH};
 
 use ironroot_net::{Runtime, UdpBind, UdpSocket};
 
@@ -28,6 +35,13 @@ pub struct DriverOptions {
     pub pxe_bind: Option<SocketAddr>,
     /// SO_BINDTODEVICE: the boot segment's interface.
     pub device: Option<String>,
+    /// Spend the receive pause (`limits.receive_coalesce_ms`) blocked in
+    /// the thread instead of in the runtime. A runtime sleeps in epoll,
+    /// which every arriving datagram wakes (the socket stays registered),
+    /// so only a blocked thread saves the wakeups. Set it only when the
+    /// loop has a thread and runtime to itself (ironrootd); never in the
+    /// simulator, whose time is virtual.
+    pub receive_pause_blocks_thread: bool,
 }
 
 impl DriverOptions {
@@ -38,9 +52,14 @@ impl DriverOptions {
             bind: SocketAddr::new(any, SERVER_PORT),
             pxe_bind: proxy.then_some(SocketAddr::new(any, PXE_PORT)),
             device,
+            receive_pause_blocks_thread: false,
         }
     }
 }
+
+/// Most datagrams taken from the socket after one receive pause; the rest
+/// wait for the next pause (the loop must get to writes and timers).
+pub const RECEIVE_BATCH_MAX: usize = 256;
 
 type WriteFuture = Pin<Box<dyn Future<Output = (LeaseWriteId, Result<(), LeaseLogError>)> + Send>>;
 
@@ -63,6 +82,13 @@ where
         device: options.device.clone(),
     };
     let socket = runtime.bind_udp(bind(options.bind)).await?;
+    let receive_buffer_bytes = server.config().limits.receive_buffer_bytes;
+    if receive_buffer_bytes > 0 {
+        match socket.set_recv_buffer_bytes(receive_buffer_bytes) {
+            Ok(got) => tracing::debug!(asked = receive_buffer_bytes, got, "DHCP receive buffer"),
+            Err(error) => tracing::warn!(%error, "DHCP receive buffer not resized"),
+        }
+    }
     let pxe_socket = match options.pxe_bind {
         Some(addr) => Some(runtime.bind_udp(bind(addr)).await?),
         None => None,
@@ -76,10 +102,14 @@ where
     let mut pxe_buf = vec![0u8; datagram_bytes_max + 1];
     let mut write: Option<WriteFuture> = None;
     let mut shutdown = std::pin::pin!(shutdown);
-    // One timer, rebuilt only when the deadline moves (every purge
-    // interval), not for every datagram.
+    // One timer, rebuilt only when the deadline moves (a gather window or
+    // the purge interval), not for every datagram.
     let mut timer_deadline = server.poll_timeout();
     let mut timer = Box::pin(sleep_optional(&runtime, timer_deadline));
+    let coalesce = Duration::from_millis(server.config().limits.receive_coalesce_ms);
+    // While set, the main socket is not polled until then (see the module
+    // docs).
+    let mut receive_paused_until: Option<ironroot_net::Instant> = None;
     loop {
         while let Some(outgoing) = server.poll_transmit() {
             if send(&socket, &outgoing).await {
@@ -89,7 +119,7 @@ where
             }
         }
         if write.is_none() {
-            write = next_write(&mut server, &log);
+            write = next_write(&mut server, &log, runtime.now());
         }
         let deadline = server.poll_timeout();
         if deadline != timer_deadline {
@@ -109,8 +139,16 @@ where
                     }
                 }
             }
-            received = socket.recv_from(&mut buf) => {
+            received = socket.recv_from(&mut buf), if receive_paused_until.is_none() => {
                 handle_received(&runtime, &mut server, received, &buf, options.bind.port());
+                if !coalesce.is_zero() {
+                    receive_paused_until = Some(runtime.now() + coalesce);
+                }
+            }
+            () = pause(&runtime, receive_paused_until, options.receive_pause_blocks_thread), if receive_paused_until.is_some() => {
+                let port = options.bind.port();
+                let taken = drain_queued(&runtime, &mut server, &socket, &mut buf, port);
+                receive_paused_until = (taken > 0).then(|| runtime.now() + coalesce);
             }
             received = recv_optional(pxe_socket.as_ref(), &mut pxe_buf), if pxe_socket.is_some() => {
                 handle_received(&runtime, &mut server, received, &pxe_buf, PXE_PORT);
@@ -141,13 +179,15 @@ fn sync_wall_clock<R: Runtime, G: Registry>(runtime: &R, server: &mut DhcpServer
     server.set_wall_clock(runtime.now(), unix_secs);
 }
 
-/// The server's next batch as a write to the log. The driver keeps one
-/// write in flight, so every record gathered meanwhile joins the next.
+/// The server's next batch, if one is due at `now`, as a write to the log.
+/// The driver keeps one write in flight, so every record gathered meanwhile
+/// joins the next.
 fn next_write<G: Registry, L: LeaseLog>(
     server: &mut DhcpServer<G>,
     log: &Arc<L>,
+    now: ironroot_net::Instant,
 ) -> Option<WriteFuture> {
-    let batch = server.poll_lease_write()?;
+    let batch = server.poll_lease_write(now)?;
     let log = Arc::clone(log);
     let id = batch.id;
     Some(Box::pin(async move { (id, log.append(batch).await) }))
@@ -178,6 +218,39 @@ fn handle_received<R: Runtime, G: Registry>(
     }
 }
 
+/// Hand the server every datagram already queued on `socket` (at most
+/// [`RECEIVE_BATCH_MAX`]) without waiting; returns how many.
+fn drain_queued<R: Runtime, G: Registry, U: UdpSocket>(
+    runtime: &R,
+    server: &mut DhcpServer<G>,
+    socket: &U,
+    buf: &mut [u8],
+    local_port: u16,
+) -> usize {
+    let mut taken = 0;
+    while taken < RECEIVE_BATCH_MAX {
+        let Some(received) = recv_now(socket, buf) else {
+            break;
+        };
+        taken += 1;
+        handle_received(runtime, server, received, buf, local_port);
+    }
+    taken
+}
+
+/// A datagram if one is queued, without waiting: one poll of `recv_from`.
+/// The loop polls the socket again with its own waker before it sleeps.
+fn recv_now<U: UdpSocket>(
+    socket: &U,
+    buf: &mut [u8],
+) -> Option<io::Result<ironroot_net::RecvMeta>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(socket.recv_from(buf)).poll(&mut cx) {
+        Poll::Ready(received) => Some(received),
+        Poll::Pending => None,
+    }
+}
+
 async fn recv_optional<U: UdpSocket>(
     socket: Option<&U>,
     buf: &mut [u8],
@@ -185,6 +258,16 @@ async fn recv_optional<U: UdpSocket>(
     match socket {
         Some(socket) => socket.recv_from(buf).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The receive pause until `until` (see [`DriverOptions`]).
+async fn pause<R: Runtime>(runtime: &R, until: Option<ironroot_net::Instant>, block_thread: bool) {
+    match until {
+        Some(until) if block_thread => {
+            std::thread::sleep(until.saturating_duration_since(runtime.now()));
+        }
+        _ => sleep_optional(runtime, until).await,
     }
 }
 

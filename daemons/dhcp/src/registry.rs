@@ -20,8 +20,12 @@ pub struct Reservation {
 }
 
 /// Read access to reservations. Lookups must be cheap: they run for every
-/// datagram.
+/// datagram, and the pool asks [`Registry::is_reserved`] for every address
+/// it considers.
 pub trait Registry {
+    /// Called once per datagram before any lookup: a registry that answers
+    /// from a copy brings it up to date here (cheaply when nothing changed).
+    fn refresh(&mut self) {}
     /// The reservation of `mac`, if any.
     fn lookup(&self, mac: &Mac) -> Option<Reservation>;
     /// Whether `ip` is reserved for some client: the pool never hands it out.

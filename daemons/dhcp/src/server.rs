@@ -3,10 +3,12 @@
 //!
 //! Pool ACKs wait for their lease to be durable: `handle` records the lease
 //! and holds the ACK; `poll_lease_write` hands every record gathered since
-//! the last write to the driver as one batch (group commit); the driver
-//! calls `handle_lease_durable` when the journal has it, and the ACKs of
-//! that batch become transmits. Reservations need no write and are answered
-//! at once.
+//! the last write to the driver as one batch (group commit) once
+//! `limits.lease_gather_records` are waiting or the oldest has waited
+//! `limits.lease_gather_ms`
+//! (`poll_timeout` says when); the driver calls `handle_lease_durable` when
+//! the journal has it, and the ACKs of that batch become transmits.
+//! Reservations need no write and are answered at once.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -50,6 +52,9 @@ enum Binding {
 struct Unwritten {
     record: LeaseRecord,
     ack: Option<HeldAck>,
+    /// When it was queued: the batch goes out `lease_gather_ms` after its
+    /// oldest record at the latest.
+    queued_at: Instant,
 }
 
 /// An ACK, and the lease it announces.
@@ -220,13 +225,14 @@ impl<G: Registry> DhcpServer<G> {
             bump(&self.counters.ignored_foreign_subnet);
             return;
         }
+        self.registry.refresh();
         match self.config.mode {
             Mode::Proxy => self.handle_proxy(&request, &incoming),
             Mode::Full => match request.message_type {
                 MessageType::Discover => self.handle_discover(now, &request),
                 MessageType::Request => self.handle_request(now, &request),
                 MessageType::Decline => self.handle_decline(now, &request),
-                MessageType::Release => self.handle_release(&request),
+                MessageType::Release => self.handle_release(now, &request),
                 MessageType::Inform => self.handle_inform(&request),
                 // The decoder admits only the five types above.
                 _ => bump(&self.counters.dropped_malformed),
@@ -404,6 +410,7 @@ impl<G: Registry> DhcpServer<G> {
                 client: request.client_key.clone(),
                 outgoing: ack,
             }),
+            queued_at: now,
         });
     }
 
@@ -434,6 +441,7 @@ impl<G: Registry> DhcpServer<G> {
             .is_some_and(|pool| pool.decline(&request.client_key, ip, until));
         if declined {
             self.record(
+                now,
                 ip,
                 &request.client_key,
                 LeaseRecordKind::Declined,
@@ -442,7 +450,7 @@ impl<G: Registry> DhcpServer<G> {
         }
     }
 
-    fn handle_release(&mut self, request: &Request) {
+    fn handle_release(&mut self, now: Instant, request: &Request) {
         bump(&self.counters.releases);
         if request.server_id().is_some_and(|id| id != self.config.vip) {
             bump(&self.counters.ignored_other_server);
@@ -454,13 +462,14 @@ impl<G: Registry> DhcpServer<G> {
             .as_mut()
             .is_some_and(|pool| pool.release(&request.client_key, ip));
         if released {
-            self.record(ip, &request.client_key, LeaseRecordKind::Released, 0);
+            self.record(now, ip, &request.client_key, LeaseRecordKind::Released, 0);
         }
     }
 
     /// Queue a record that holds no ACK (RELEASE, DECLINE).
     fn record(
         &mut self,
+        now: Instant,
         ip: Ipv4Addr,
         client: &ClientKey,
         kind: LeaseRecordKind,
@@ -480,6 +489,7 @@ impl<G: Registry> DhcpServer<G> {
                 until_unix_secs,
             },
             ack: None,
+            queued_at: now,
         });
     }
 
@@ -629,11 +639,11 @@ impl<G: Registry> DhcpServer<G> {
     }
 
     /// Every record gathered since the last write, as one batch (up to
-    /// `lease_records_per_write_max`), unless too many writes are in flight.
-    pub fn poll_lease_write(&mut self) -> Option<LeaseWrite> {
-        if self.unwritten.is_empty()
-            || self.in_flight.len() >= self.config.limits.lease_writes_in_flight_max
-        {
+    /// `lease_records_per_write_max`), once `lease_gather_records` are
+    /// waiting or the oldest has waited `lease_gather_ms`, unless too many
+    /// writes are in flight.
+    pub fn poll_lease_write(&mut self, now: Instant) -> Option<LeaseWrite> {
+        if self.lease_write_due().is_none_or(|due| now < due) {
             return None;
         }
         let take = self
@@ -694,12 +704,33 @@ impl<G: Registry> DhcpServer<G> {
         add(&self.counters.acks_dropped_unwritten, acks.len() as u64);
     }
 
-    /// When [`DhcpServer::handle_timeout`] next has work. Expiry itself is
-    /// lazy (an expired entry is free whatever its state); the periodic
-    /// purge only tidies the table, so a fixed interval does, and costs
-    /// nothing per datagram.
+    /// When the gathered records may be written: at once if
+    /// `lease_gather_records` are waiting, else `lease_gather_ms` after the
+    /// oldest. None while nothing
+    /// waits or no write may start (a durable write is the next event).
+    fn lease_write_due(&self) -> Option<Instant> {
+        let limits = &self.config.limits;
+        if self.in_flight.len() >= limits.lease_writes_in_flight_max {
+            return None;
+        }
+        let oldest = self.unwritten.front()?.queued_at;
+        if self.unwritten.len() >= limits.lease_gather_records {
+            return Some(oldest);
+        }
+        Some(oldest + Duration::from_millis(limits.lease_gather_ms))
+    }
+
+    /// When the driver must next call [`DhcpServer::handle_timeout`] and
+    /// [`DhcpServer::poll_lease_write`]: the end of a gather window, or the
+    /// periodic purge. Expiry itself is lazy (an expired entry is free
+    /// whatever its state); the purge only tidies the table, so a fixed
+    /// interval does, and costs nothing per datagram.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pool.as_ref().map(|_| self.next_purge)
+        let purge = self.pool.as_ref().map(|_| self.next_purge);
+        match (purge, self.lease_write_due()) {
+            (Some(purge), Some(due)) => Some(purge.min(due)),
+            (purge, due) => purge.or(due),
+        }
     }
 
     /// Forget expired offers, leases and quarantines.

@@ -5,6 +5,10 @@
 #[path = "dhcp/support.rs"]
 mod support;
 
+#[path = "dhcp/driver_coalescing.rs"]
+mod driver_coalescing;
+#[path = "dhcp/group_commit.rs"]
+mod group_commit;
 #[path = "dhcp/lease_log.rs"]
 mod lease_log;
 #[path = "dhcp/malformed.rs"]

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ironroot_cluster::{Admin, ClusterEvent, EventKind, FileIncarnationStore, Role};
-use ironroot_dhcp::{Registry, Reservation};
 use ironroot_net::tokio_backend::TokioRuntime;
 use ironroot_net::{Resource, Runtime};
 use ironroot_store::storage::FsStorage;
@@ -78,29 +77,6 @@ impl NodeState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-}
-
-/// DHCP reservations straight from the store's client registry.
-pub struct StoreRegistry(pub SharedStore);
-
-impl Registry for StoreRegistry {
-    fn lookup(&self, mac: &ironroot_dhcp::Mac) -> Option<Reservation> {
-        let store = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        store.client_by_mac(&mac.0).map(|client| Reservation {
-            mac: *mac,
-            name: client.name.clone(),
-            ip: Ipv4Addr::from(client.ipv4),
-            image: client.image.clone(),
-        })
-    }
-
-    fn is_reserved(&self, ip: Ipv4Addr) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .client_by_ipv4(ip.octets())
-            .is_some()
     }
 }
 
@@ -264,7 +240,7 @@ fn tftp_service(rt: &TokioRuntime, server: &Arc<TftpServer>) -> Service {
 /// The DHCP service: a new server at every start (after the store's
 /// promotion), so it starts from the pool leases replicated to this node;
 /// its leases are written through the replicated journal; its counters
-/// outlive it.
+/// outlive it. It runs on a thread of its own (see [`crate::ownthread`]).
 fn dhcp_service(
     rt: &TokioRuntime,
     settings: &NodeSettings,
@@ -290,17 +266,22 @@ fn dhcp_service(
             );
             let (log, counters) = (Arc::clone(&log), Arc::clone(&counters));
             Box::pin(async move {
-                let server = ironroot_dhcp::DhcpServer::new(config, StoreRegistry(store))
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
-                    .with_counters(counters);
+                let server = ironroot_dhcp::DhcpServer::new(
+                    config,
+                    crate::dhcpregistry::StoreRegistry::new(store),
+                )
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
+                .with_counters(counters);
                 let proxy = matches!(server.config().mode, ironroot_dhcp::Mode::Proxy);
-                let options = ironroot_dhcp::DriverOptions::standard(proxy, device);
+                let mut options = ironroot_dhcp::DriverOptions::standard(proxy, device);
+                options.receive_pause_blocks_thread = true;
+                let thread = crate::ownthread::spawn("dhcp", move |shutdown| async move {
+                    ironroot_dhcp::serve(rt, server, log, options, shutdown)
+                        .await
+                        .map(|_| ())
+                })?;
                 let serve: ironroot_net::resource::BoxFuture<'static, std::io::Result<()>> =
-                    Box::pin(async move {
-                        ironroot_dhcp::serve(rt, server, log, options, std::future::pending())
-                            .await
-                            .map(|_| ())
-                    });
+                    Box::pin(thread);
                 Ok(serve)
             })
         }),

@@ -129,20 +129,23 @@ fn kind_and_address(outgoing: &Outgoing) -> (MessageType, Ipv4Addr) {
     (kind, message.yiaddr())
 }
 
-/// Write the server's pending batch through `log` and return the ACKs it
-/// released.
+/// Write the server's pending batch through `log` once its gather window
+/// is over and return the ACKs it released.
 async fn commit(
     server: &mut DhcpServer<MemoryRegistry>,
     log: &StoreLeaseLog,
     now: Instant,
 ) -> Vec<Outgoing> {
-    let write = server.poll_lease_write().expect("a lease batch");
+    let gather = Duration::from_millis(server.config().limits.lease_gather_ms);
+    let write = server
+        .poll_lease_write(now + gather)
+        .expect("a lease batch");
     let id = write.id;
     let written = tokio::time::timeout(Duration::from_secs(10), log.append(write))
         .await
         .expect("the journal answers in time");
     written.expect("durable on both nodes");
-    server.handle_lease_durable(now, id);
+    server.handle_lease_durable(now + gather, id);
     std::iter::from_fn(|| server.poll_transmit()).collect()
 }
 

@@ -88,6 +88,13 @@ pub trait UdpSocket: Send + Sync + 'static {
     ) -> impl Future<Output = io::Result<usize>> + Send;
     /// Turn SO_BROADCAST on or off.
     fn set_broadcast(&self, on: bool) -> io::Result<()>;
+    /// Ask for a receive buffer (SO_RCVBUF) of `bytes`, for a service that
+    /// reads in batches; returns what the socket got (the kernel caps it
+    /// at `net.core.rmem_max`). Backends without one keep theirs.
+    fn set_recv_buffer_bytes(&self, bytes: usize) -> io::Result<usize> {
+        let _ = bytes;
+        Ok(0)
+    }
     /// The bound address.
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }

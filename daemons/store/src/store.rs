@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::commit::{commit, unstage, CommitError, IdAllocator};
@@ -59,6 +60,25 @@ pub struct OpenReport {
     pub entries_replayed: usize,
 }
 
+/// Counts changes of the client registry (`StoreState::clients`). Readable
+/// without the store's lock, so a reader that answers from a copy of the
+/// registry (the DHCP server, for every datagram) takes the lock only when
+/// the registry changed, never while a journal write holds it.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryVersion(Arc<AtomicU64>);
+
+impl RegistryVersion {
+    /// The current version; a copy made under the store's lock after
+    /// reading this value is at least this fresh.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// One node's store.
 pub struct Store {
     storage: Arc<dyn Storage>,
@@ -75,6 +95,7 @@ pub struct Store {
     /// kept (file `branches`) so that resolution destroys nothing.
     branches: Vec<Generation>,
     unreadable_trees: u64,
+    registry_version: RegistryVersion,
 }
 
 const BRANCHES: &str = "branches";
@@ -119,6 +140,7 @@ impl Store {
             indexed_trees: BTreeSet::new(),
             branches,
             unreadable_trees: 0,
+            registry_version: RegistryVersion::default(),
         };
         store.reindex()?;
         let report = OpenReport {
@@ -147,6 +169,22 @@ impl Store {
 
     pub fn epoch(&self) -> Option<Epoch> {
         self.epoch
+    }
+
+    /// A handle on the client registry's version (see [`RegistryVersion`]),
+    /// valid for this store's lifetime.
+    pub fn registry_version(&self) -> RegistryVersion {
+        self.registry_version.clone()
+    }
+
+    /// Called after applying `record`: tell registry readers.
+    fn note_applied(&self, record: &Record) {
+        if matches!(
+            record.entry,
+            Entry::ClientUpsert { .. } | Entry::ClientRemove { .. }
+        ) {
+            self.registry_version.bump();
+        }
     }
 
     /// Become primary in a new epoch, above every term this node has seen
@@ -185,6 +223,7 @@ impl Store {
         self.state
             .apply(&record)
             .expect("checked before the append");
+        self.note_applied(&record);
         self.index_record(&record)?;
         self.compact_if_long()?;
         Ok(record)
@@ -362,6 +401,7 @@ impl Store {
         self.state.check(record)?;
         self.journal.append(record)?;
         self.state.apply(record).expect("checked before the append");
+        self.note_applied(record);
         self.index_record(record)?;
         self.compact_if_long()?;
         Ok(())
@@ -393,6 +433,7 @@ impl Store {
         self.objects.sync()?;
         self.journal.install_snapshot(state.last_seq(), bytes)?;
         self.state = state;
+        self.registry_version.bump();
         self.reindex()
     }
 
@@ -415,8 +456,11 @@ impl Store {
         }
         let epoch = self.epoch;
         let (reopened, _) = Store::open(self.storage.clone())?;
+        let registry_version = self.registry_version.clone();
         *self = reopened;
         self.epoch = epoch;
+        self.registry_version = registry_version;
+        self.registry_version.bump();
         Ok(true)
     }
 

@@ -87,6 +87,9 @@ fn core(clients: u32) -> Result<()> {
         Ipv4Addr::new(10, 1, 0, 0),
         Ipv4Addr::new(10, 1, 255, 255),
     );
+    let mut config = config;
+    // Each tick of 64 exchanges stands for a gathered batch.
+    config.limits.lease_gather_ms = 0;
     let mut server = DhcpServer::new(config, MemoryRegistry::new(1))?;
     let started = std::time::Instant::now();
     let mut acks = 0u64;
@@ -111,7 +114,7 @@ fn core(clients: u32) -> Result<()> {
             let req = request(3, mac, n, &[(54, vip.octets()), (50, yiaddr)]);
             server.handle_datagram(now, incoming(&req));
         }
-        while let Some(write) = server.poll_lease_write() {
+        while let Some(write) = server.poll_lease_write(now) {
             server.handle_lease_durable(now, write.id);
         }
         acks += std::iter::from_fn(|| server.poll_transmit()).count() as u64;

@@ -23,7 +23,9 @@ async fn standby_rebuilds_leases_from_the_log() {
             &Req::new(MessageType::Request, mac(last)).requested(ip),
         );
     }
-    let write = active.poll_lease_write().expect("batch");
+    let write = active
+        .poll_lease_write(window_end(&active, at(0)))
+        .expect("batch");
     log.append(write.clone()).await.expect("durable");
     active.handle_lease_durable(at(0), write.id);
     assert_eq!(std::iter::from_fn(|| active.poll_transmit()).count(), 2);
@@ -32,7 +34,9 @@ async fn standby_rebuilds_leases_from_the_log() {
         at(1),
         &Req::new(MessageType::Decline, mac(2)).requested(declined),
     );
-    let write = active.poll_lease_write().expect("decline");
+    let write = active
+        .poll_lease_write(window_end(&active, at(1)))
+        .expect("decline");
     log.append(write).await.expect("durable");
     assert_eq!(
         log.writes(),

@@ -93,7 +93,7 @@ fn random_mutations_never_panic() {
             }
         }
         server.handle(at(i), incoming(&bytes));
-        while let Some(write) = server.poll_lease_write() {
+        while let Some(write) = server.poll_lease_write(window_end(&server, at(i))) {
             server.handle_lease_durable(at(i), write.id);
         }
     }

@@ -196,9 +196,16 @@ fn step(
             server.handle_timeout(Instant::from_millis(*now_ms));
             Vec::new()
         }
-        Op::Commit => commit(server, now),
+        Op::Commit => {
+            // The gather window passes before the batch is written.
+            let end = window_end(server, now);
+            *now_ms = u64::try_from(end.since_origin().as_millis()).unwrap_or(u64::MAX);
+            commit_at(server, end)
+        }
         Op::FailWrite => {
-            if let Some(write) = server.poll_lease_write() {
+            let end = window_end(server, now);
+            *now_ms = u64::try_from(end.since_origin().as_millis()).unwrap_or(u64::MAX);
+            if let Some(write) = server.poll_lease_write(end) {
                 server.handle_lease_failed(write.id);
             }
             Vec::new()

@@ -23,7 +23,10 @@ fn reserved_client_is_offered_its_address_without_a_journal_write() {
     assert_eq!(reply.opt(58), Some(&43_200u32.to_be_bytes()[..]));
     assert_eq!(&reply.order[..2], &[53, 54], "53 and 54 lead");
     assert!(out[0].bytes.len() >= 300, "BOOTP minimum size");
-    assert!(server.poll_lease_write().is_none());
+    assert!(
+        server.poll_lease_write(at(60)).is_none(),
+        "offers are not written"
+    );
 }
 
 #[test]

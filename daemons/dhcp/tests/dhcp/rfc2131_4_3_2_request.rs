@@ -22,7 +22,7 @@ fn selecting_a_reservation_is_acked_at_once() {
     assert_eq!(reply.kind(), ACK);
     assert_eq!(reply.message.yiaddr(), ip);
     assert!(
-        server.poll_lease_write().is_none(),
+        server.poll_lease_write(at(60)).is_none(),
         "reservations need no write"
     );
 }
@@ -73,12 +73,14 @@ fn pool_ack_waits_for_the_lease_to_be_durable() {
         exchange(&mut server, at(1), &req).is_empty(),
         "no ACK before the write"
     );
-    let write = server.poll_lease_write().expect("a lease write");
+    let write = server
+        .poll_lease_write(window_end(&server, at(1)))
+        .expect("a lease write");
     assert_eq!(write.records.len(), 1);
     assert_eq!(write.records[0].ip, ip);
     assert_eq!(write.records[0].kind, LeaseRecordKind::Bound);
     assert!(server.poll_transmit().is_none(), "still not durable");
-    server.handle_lease_durable(at(0), write.id);
+    server.handle_lease_durable(at(2), write.id);
     let ack = server.poll_transmit().expect("ACK after durable");
     let reply = parse(&ack);
     assert_eq!(reply.kind(), ACK);
@@ -92,7 +94,9 @@ fn failed_lease_write_drops_the_ack_and_keeps_the_address_held() {
     let ip = Ipv4Addr::new(10, 0, 0, 100);
     let req = Req::new(MessageType::Request, mac(1)).requested(ip);
     exchange(&mut server, at(0), &req);
-    let write = server.poll_lease_write().expect("write");
+    let write = server
+        .poll_lease_write(window_end(&server, at(0)))
+        .expect("write");
     server.handle_lease_failed(write.id);
     assert!(server.poll_transmit().is_none());
     assert_eq!(server.counters().acks_dropped_unwritten, 1);
@@ -101,33 +105,6 @@ fn failed_lease_write_drops_the_ack_and_keeps_the_address_held() {
     let other = Req::new(MessageType::Request, mac(2)).requested(ip);
     let out = exchange(&mut server, at(1), &other);
     assert_eq!(parse(&out[0]).kind(), NAK);
-}
-
-#[test]
-fn requests_of_one_tick_are_group_committed() {
-    let mut server = server(pool_config(100, 199), &[]);
-    for last in 0..10u8 {
-        let ip = Ipv4Addr::new(10, 0, 0, 100 + last);
-        exchange(
-            &mut server,
-            at(0),
-            &Req::new(MessageType::Request, mac(last)).requested(ip),
-        );
-    }
-    let first = server.poll_lease_write().expect("batch");
-    assert_eq!(first.records.len(), 10, "one batch for the tick");
-    // One write in flight at a time: later records wait for the next batch.
-    exchange(
-        &mut server,
-        at(0),
-        &Req::new(MessageType::Request, mac(50)).requested(Ipv4Addr::new(10, 0, 0, 150)),
-    );
-    assert!(server.poll_lease_write().is_none());
-    server.handle_lease_durable(at(0), first.id);
-    let acks: Vec<_> = std::iter::from_fn(|| server.poll_transmit()).collect();
-    assert_eq!(acks.len(), 10);
-    let second = server.poll_lease_write().expect("second batch");
-    assert_eq!(second.records.len(), 1);
 }
 
 #[test]
@@ -179,7 +156,9 @@ fn ack_whose_write_outlasts_the_delay_bound_is_dropped() {
         at(0),
         &Req::new(MessageType::Request, mac(1)).requested(ip),
     );
-    let write = server.poll_lease_write().expect("write");
+    let write = server
+        .poll_lease_write(window_end(&server, at(0)))
+        .expect("write");
     server.handle_lease_durable(at(6), write.id);
     assert!(server.poll_transmit().is_none());
     assert_eq!(server.counters().acks_dropped_late, 1);

@@ -25,7 +25,9 @@ fn declined_address_is_quarantined_and_journaled() {
         exchange(&mut server, at(1), &decline).is_empty(),
         "no reply to DECLINE"
     );
-    let write = server.poll_lease_write().expect("decline record");
+    let write = server
+        .poll_lease_write(window_end(&server, at(1)))
+        .expect("decline record");
     assert_eq!(write.records[0].kind, LeaseRecordKind::Declined);
     server.handle_lease_durable(at(0), write.id);
     // Until the quarantine (300 s) ends, nobody gets .100.

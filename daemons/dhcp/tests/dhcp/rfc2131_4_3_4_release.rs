@@ -22,7 +22,9 @@ fn release_frees_the_address_and_is_journaled() {
         .ciaddr(ip)
         .server_id(VIP);
     assert!(exchange(&mut server, at(1), &release).is_empty());
-    let write = server.poll_lease_write().expect("release record");
+    let write = server
+        .poll_lease_write(window_end(&server, at(1)))
+        .expect("release record");
     assert_eq!(write.records[0].kind, LeaseRecordKind::Released);
     server.handle_lease_durable(at(0), write.id);
     let out = exchange(&mut server, at(2), &Req::new(MessageType::Discover, mac(2)));
@@ -65,7 +67,9 @@ fn release_of_someone_elses_address_changes_nothing() {
         at(1),
         &Req::new(MessageType::Release, mac(2)).ciaddr(ip),
     );
-    assert!(server.poll_lease_write().is_none());
+    assert!(server
+        .poll_lease_write(window_end(&server, at(1)))
+        .is_none());
     let out = exchange(
         &mut server,
         at(2),

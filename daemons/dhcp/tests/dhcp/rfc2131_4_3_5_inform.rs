@@ -19,5 +19,5 @@ fn inform_is_answered_to_ciaddr_without_lease_or_yiaddr() {
     assert!(reply.message.yiaddr().is_unspecified());
     assert!(reply.opt(51).is_none() && reply.opt(58).is_none());
     assert_eq!(reply.opt(1), Some(&MASK.octets()[..]));
-    assert!(server.poll_lease_write().is_none());
+    assert!(server.poll_lease_write(at(60)).is_none());
 }

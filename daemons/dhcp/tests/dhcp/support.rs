@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, UnknownOption};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
@@ -140,13 +141,26 @@ pub fn exchange(server: &mut DhcpServer<MemoryRegistry>, now: Instant, req: &Req
     server.handle(now, incoming(&bytes))
 }
 
-/// Complete every pending lease write at `now` and return the ACKs it
+/// When records queued at `now` are due to be written: the end of their
+/// gather window.
+pub fn window_end(server: &DhcpServer<MemoryRegistry>, now: Instant) -> Instant {
+    now + Duration::from_millis(server.config().limits.lease_gather_ms)
+}
+
+/// Complete every lease write due at `now` and return the ACKs it
 /// released.
-pub fn commit(server: &mut DhcpServer<MemoryRegistry>, now: Instant) -> Vec<Outgoing> {
-    while let Some(write) = server.poll_lease_write() {
+pub fn commit_at(server: &mut DhcpServer<MemoryRegistry>, now: Instant) -> Vec<Outgoing> {
+    while let Some(write) = server.poll_lease_write(now) {
         server.handle_lease_durable(now, write.id);
     }
     std::iter::from_fn(|| server.poll_transmit()).collect()
+}
+
+/// Let the gather window of records queued by `now` pass, complete every
+/// lease write then and return the ACKs it released.
+pub fn commit(server: &mut DhcpServer<MemoryRegistry>, now: Instant) -> Vec<Outgoing> {
+    let end = window_end(server, now);
+    commit_at(server, end)
 }
 
 /// A decoded reply.

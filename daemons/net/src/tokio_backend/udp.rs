@@ -122,6 +122,12 @@ impl crate::UdpSocket for TokioUdpSocket {
         self.inner.set_broadcast(on)
     }
 
+    fn set_recv_buffer_bytes(&self, bytes: usize) -> io::Result<usize> {
+        let socket = socket2::SockRef::from(&self.inner);
+        socket.set_recv_buffer_size(bytes)?;
+        socket.recv_buffer_size()
+    }
+
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
     }

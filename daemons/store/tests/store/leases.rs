@@ -138,3 +138,40 @@ fn oversized_lease_entries_are_refused_and_change_nothing() {
     assert_eq!(store.state().content_hash(), hash);
     assert_eq!(store.state().last_seq(), 1);
 }
+
+#[test]
+fn registry_version_moves_with_client_changes_only() {
+    use PoolLeaseState::*;
+    let mem = Arc::new(MemStorage::new());
+    let mut store = primary(mem.clone());
+    let version = store.registry_version();
+    let start = version.get();
+    store
+        .record_pool_leases(vec![lease(30, 1, Bound, 1_000)])
+        .unwrap();
+    assert_eq!(version.get(), start, "a lease batch is no registry change");
+    let mac = [2, 0, 0, 0, 0, 7];
+    store
+        .upsert_client(mac, "n7", [10, 0, 0, 7], "debian", None)
+        .unwrap();
+    assert_eq!(version.get(), start + 1);
+    store.remove_client(mac).unwrap();
+    assert_eq!(version.get(), start + 2);
+    // Replicated entries count the same on a secondary.
+    let (mut secondary, _) = Store::open(Arc::new(MemStorage::new())).unwrap();
+    let secondary_version = secondary.registry_version();
+    let record = store
+        .upsert_client(mac, "n7", [10, 0, 0, 7], "debian", None)
+        .unwrap();
+    let snapshot = store.snapshot();
+    secondary.install_snapshot(&snapshot).unwrap();
+    assert_eq!(secondary_version.get(), 1, "a snapshot may change anything");
+    let next = store.remove_client(mac).unwrap();
+    secondary.apply_replicated(&next).unwrap();
+    assert_eq!(secondary_version.get(), 2);
+    assert!(secondary.state().client_by_mac(&mac).is_none());
+    // Rebuilding from disk keeps the handle and moves it on.
+    assert!(store.truncate_after(record.seq).unwrap());
+    assert_eq!(version.get(), start + 5);
+    assert!(store.state().client_by_mac(&mac).is_some());
+}
