@@ -151,45 +151,120 @@ async fn drive<R: Runtime, S: FileSource>(
     request: RecvMeta,
 ) {
     let client = request.peer;
+    // The socket is bound to the address the client used, so a plain send
+    // leaves from it; only a wildcard-bound socket needs IP_PKTINFO.
+    let from = (!usable_source(request.local)).then_some(request.local);
     let mut out = Vec::with_capacity(PACKET_LEN_MAX);
     let mut buf = vec![0u8; TRANSFER_RECV_LEN_MAX];
     let mut recv_errors = 0u32;
+    let mut busy = BusyPoll::new(server.config().busy_poll_tries);
     loop {
         while transfer.poll_transmit(&mut out) {
-            if send(socket, &out, client, request.local).await.is_err() {
+            if send_reply(socket, &out, client, from).await.is_err() {
                 bump_send_error(server);
             }
         }
         let Some(deadline) = transfer.poll_timeout() else {
             return;
         };
-        tokio::select! {
-            biased;
-            received = socket.recv_from(&mut buf) => match received {
-                Ok(meta) if meta.peer == client => {
-                    recv_errors = 0;
-                    let datagram = buf.get(..meta.len).unwrap_or_default();
-                    transfer.handle_datagram(rt.now(), datagram);
-                }
-                Ok(meta) => {
-                    server.counters().unknown_tid.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    unknown_tid_reply(&mut out);
-                    if send(socket, &out, meta.peer, request.local).await.is_err() {
-                        bump_send_error(server);
-                    }
-                }
-                // A receive error on a transfer socket (an ICMP error
-                // reported late) is not the client's answer: wait on, but
-                // not forever.
-                Err(err) => {
-                    recv_errors += 1;
-                    if recv_errors >= RECV_ERRORS_MAX {
-                        tracing::warn!(error = %err, "tftp transfer socket keeps failing");
-                        transfer.abort(ErrorCode::NotDefined, "server error");
-                    }
+        let received = match busy.poll(socket, &mut buf) {
+            Some(received) => received,
+            None => tokio::select! {
+                biased;
+                received = socket.recv_from(&mut buf) => received,
+                () = rt.sleep_until(deadline) => {
+                    transfer.handle_timeout(rt.now());
+                    continue;
                 }
             },
-            () = rt.sleep_until(deadline) => transfer.handle_timeout(rt.now()),
+        };
+        match received {
+            Ok(meta) if meta.peer == client => {
+                recv_errors = 0;
+                let datagram = buf.get(..meta.len).unwrap_or_default();
+                transfer.handle_datagram(rt.now(), datagram);
+            }
+            Ok(meta) => {
+                server
+                    .counters()
+                    .unknown_tid
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                unknown_tid_reply(&mut out);
+                if send(socket, &out, meta.peer, request.local).await.is_err() {
+                    bump_send_error(server);
+                }
+            }
+            // A receive error on a transfer socket (an ICMP error reported
+            // late) is not the client's answer: wait on, but not forever.
+            Err(err) => {
+                recv_errors += 1;
+                if recv_errors >= RECV_ERRORS_MAX {
+                    tracing::warn!(error = %err, "tftp transfer socket keeps failing");
+                    transfer.abort(ErrorCode::NotDefined, "server error");
+                }
+            }
+        }
+    }
+}
+
+async fn send_reply<U: UdpSocket>(
+    socket: &U,
+    buf: &[u8],
+    to: SocketAddr,
+    from: Option<IpAddr>,
+) -> io::Result<usize> {
+    match from {
+        Some(from) => send(socket, buf, to, from).await,
+        None => socket.send_to(buf, to).await,
+    }
+}
+
+/// Misses in a row after which a transfer stops busy-polling for a while.
+const BUSY_MISSES_MAX: u32 = 4;
+/// Waits a transfer sleeps through without polling after too many misses.
+const BUSY_BACKOFF_WAITS: u32 = 64;
+
+/// When to busy-poll for the next ACK: always while polls catch it; after
+/// [`BUSY_MISSES_MAX`] misses in a row (a slow or distant client) only
+/// once every [`BUSY_BACKOFF_WAITS`] waits, to notice it getting closer.
+struct BusyPoll {
+    tries: u32,
+    misses: u32,
+    skip: u32,
+}
+
+impl BusyPoll {
+    fn new(tries: u32) -> BusyPoll {
+        BusyPoll {
+            tries,
+            misses: 0,
+            skip: 0,
+        }
+    }
+
+    /// A datagram (or receive error) caught by polling, or `None`: sleep.
+    fn poll<U: UdpSocket>(&mut self, socket: &U, buf: &mut [u8]) -> Option<io::Result<RecvMeta>> {
+        if self.tries == 0 {
+            return None;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return None;
+        }
+        match socket.recv_from_busy(buf, self.tries) {
+            Ok(Some(meta)) => {
+                self.misses = 0;
+                Some(Ok(meta))
+            }
+            Ok(None) => {
+                self.misses += 1;
+                if self.misses >= BUSY_MISSES_MAX {
+                    self.misses = 0;
+                    self.skip = BUSY_BACKOFF_WAITS;
+                }
+                None
+            }
+            Err(err) => Some(Err(err)),
         }
     }
 }
