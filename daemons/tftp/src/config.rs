@@ -39,7 +39,8 @@ pub struct TftpConfig {
     /// makes for the ACK it expects before it sleeps on the socket; 0
     /// turns busy-polling off. Lock-step TFTP pays a sleep and a wake-up
     /// per block otherwise; a transfer whose ACKs keep missing the poll
-    /// stops polling for a while, so a slow client costs little CPU.
+    /// stops polling for a while, so a slow client costs little CPU, and
+    /// only a lone transfer polls (with more, the runtime has other work).
     pub busy_poll_tries: u32,
 }
 
@@ -56,7 +57,7 @@ impl Default for TftpConfig {
             retries_max: 5,
             transfers_max: 256,
             transfers_per_client_max: 4,
-            busy_poll_tries: 50,
+            busy_poll_tries: 200,
         }
     }
 }

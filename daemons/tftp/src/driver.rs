@@ -167,7 +167,7 @@ async fn drive<R: Runtime, S: FileSource>(
         let Some(deadline) = transfer.poll_timeout() else {
             return;
         };
-        let received = match busy.poll(socket, &mut buf) {
+        let received = match busy.poll(socket, &mut buf, || server.active() <= BUSY_TRANSFERS_MAX) {
             Some(received) => received,
             None => tokio::select! {
                 biased;
@@ -219,12 +219,16 @@ async fn send_reply<U: UdpSocket>(
     }
 }
 
+/// Transfers running at most for one to busy-poll: with more, the runtime
+/// has other sockets to serve, and a spinning transfer would hold them up.
+const BUSY_TRANSFERS_MAX: usize = 1;
 /// Misses in a row after which a transfer stops busy-polling for a while.
 const BUSY_MISSES_MAX: u32 = 4;
 /// Waits a transfer sleeps through without polling after too many misses.
 const BUSY_BACKOFF_WAITS: u32 = 64;
 
-/// When to busy-poll for the next ACK: always while polls catch it; after
+/// When to busy-poll for the next ACK: only for a lone transfer (see
+/// [`BUSY_TRANSFERS_MAX`]), and then always while polls catch it; after
 /// [`BUSY_MISSES_MAX`] misses in a row (a slow or distant client) only
 /// once every [`BUSY_BACKOFF_WAITS`] waits, to notice it getting closer.
 struct BusyPoll {
@@ -243,12 +247,20 @@ impl BusyPoll {
     }
 
     /// A datagram (or receive error) caught by polling, or `None`: sleep.
-    fn poll<U: UdpSocket>(&mut self, socket: &U, buf: &mut [u8]) -> Option<io::Result<RecvMeta>> {
+    fn poll<U: UdpSocket>(
+        &mut self,
+        socket: &U,
+        buf: &mut [u8],
+        alone: impl FnOnce() -> bool,
+    ) -> Option<io::Result<RecvMeta>> {
         if self.tries == 0 {
             return None;
         }
         if self.skip > 0 {
             self.skip -= 1;
+            return None;
+        }
+        if !alone() {
             return None;
         }
         match socket.recv_from_busy(buf, self.tries) {
