@@ -280,3 +280,101 @@ impl BusyPoll {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A socket whose busy polls catch a datagram or not, as scripted.
+    struct Scripted {
+        catch: fn(u32) -> bool,
+        polls: AtomicU32,
+    }
+
+    fn meta() -> RecvMeta {
+        RecvMeta {
+            len: 4,
+            peer: SocketAddr::from((Ipv4Addr::LOCALHOST, 1000)),
+            local: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+
+    impl UdpSocket for Scripted {
+        async fn recv_from(&self, _buf: &mut [u8]) -> io::Result<RecvMeta> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        async fn send_to(&self, _buf: &[u8], _to: SocketAddr) -> io::Result<usize> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        async fn send_from(
+            &self,
+            _buf: &[u8],
+            _to: SocketAddr,
+            _from: IpAddr,
+        ) -> io::Result<usize> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn recv_from_busy(&self, _buf: &mut [u8], _tries: u32) -> io::Result<Option<RecvMeta>> {
+            let poll = self.polls.fetch_add(1, Ordering::Relaxed);
+            Ok((self.catch)(poll).then(meta))
+        }
+        fn set_broadcast(&self, _on: bool) -> io::Result<()> {
+            Ok(())
+        }
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            Ok(meta().peer)
+        }
+    }
+
+    /// Which of `waits` waits were answered by a busy poll.
+    fn caught(busy: &mut BusyPoll, socket: &Scripted, waits: u32, alone: bool) -> Vec<bool> {
+        let mut buf = [0u8; 16];
+        (0..waits)
+            .map(|_| busy.poll(socket, &mut buf, || alone).is_some())
+            .collect()
+    }
+
+    #[test]
+    fn busy_poll_keeps_polling_while_it_catches() {
+        let socket = Scripted {
+            catch: |_| true,
+            polls: AtomicU32::new(0),
+        };
+        let mut busy = BusyPoll::new(10);
+        assert!(caught(&mut busy, &socket, 100, true).iter().all(|hit| *hit));
+        assert_eq!(socket.polls.load(Ordering::Relaxed), 100);
+    }
+
+    #[test]
+    fn busy_poll_backs_off_after_misses_and_probes_again() {
+        let socket = Scripted {
+            catch: |_| false,
+            polls: AtomicU32::new(0),
+        };
+        let mut busy = BusyPoll::new(10);
+        let waits = BUSY_MISSES_MAX + BUSY_BACKOFF_WAITS + 1;
+        assert!(caught(&mut busy, &socket, waits, true)
+            .iter()
+            .all(|hit| !*hit));
+        // The misses, then silence, then one probe.
+        assert_eq!(socket.polls.load(Ordering::Relaxed), BUSY_MISSES_MAX + 1);
+    }
+
+    #[test]
+    fn busy_poll_is_off_with_zero_tries_or_other_transfers() {
+        let socket = Scripted {
+            catch: |_| true,
+            polls: AtomicU32::new(0),
+        };
+        assert!(caught(&mut BusyPoll::new(0), &socket, 5, true)
+            .iter()
+            .all(|hit| !*hit));
+        assert!(caught(&mut BusyPoll::new(10), &socket, 5, false)
+            .iter()
+            .all(|hit| !*hit));
+        assert_eq!(socket.polls.load(Ordering::Relaxed), 0);
+    }
+}

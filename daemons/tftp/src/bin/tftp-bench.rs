@@ -9,6 +9,8 @@
 //! dominates lock-step TFTP. Beside each row come the busy seconds of CPU 0
 //! per fetch while each server was measured (see `server_cpu_busy_secs`).
 //!
+//! Results: daemons/tftp/bench/README.md.
+//!
 //! Usage: tftp-bench [--size-mib 64] [--runs 3] [--clients 50]
 //!                   [--clients-mib 16] [--no-pin] [--same-cpu]
 //!                   [--busy-poll-tries N] [--ours-only] [--verbose]
