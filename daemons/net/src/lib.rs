@@ -86,6 +86,13 @@ pub trait UdpSocket: Send + Sync + 'static {
         to: SocketAddr,
         from: IpAddr,
     ) -> impl Future<Output = io::Result<usize>> + Send;
+    /// Busy-poll for a datagram that is due within microseconds (the ACK
+    /// of a block just sent): up to `tries` non-blocking receives, giving
+    /// the CPU away (sched_yield) between them, so a peer on the same CPU
+    /// can answer and one on another CPU is caught without a sleep and a
+    /// wake-up. `Ok(None)` if nothing came; never blocks. Backends without
+    /// real sockets return `Ok(None)` at once.
+    fn recv_from_busy(&self, buf: &mut [u8], tries: u32) -> io::Result<Option<RecvMeta>>;
     /// Turn SO_BROADCAST on or off.
     fn set_broadcast(&self, on: bool) -> io::Result<()>;
     /// Ask for a receive buffer (SO_RCVBUF) of `bytes`, for a service that

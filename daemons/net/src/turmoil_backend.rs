@@ -614,6 +614,11 @@ impl UdpSocket for SimUdp {
         }
     }
 
+    // Simulated time does not pass while a task spins: nothing to catch.
+    fn recv_from_busy(&self, _buf: &mut [u8], _tries: u32) -> io::Result<Option<RecvMeta>> {
+        Ok(None)
+    }
+
     fn set_broadcast(&self, on: bool) -> io::Result<()> {
         self.socket.set_broadcast(on)
     }

@@ -1,6 +1,7 @@
 //! The payload of block N of a transfer, read on demand so a window can be
 //! resent without keeping its bytes: octet blocks are a plain offset into
-//! the file; netascii blocks (RFC 764 line endings: LF -> CR LF, CR -> CR
+//! the file, read a [`CHUNK_LEN`] chunk at a time so most blocks cost a
+//! copy rather than a read; netascii blocks (RFC 764 line endings: LF -> CR LF, CR -> CR
 //! NUL) are re-translated from a checkpoint kept for every block not yet
 //! acknowledged.
 
@@ -9,6 +10,11 @@ use std::io;
 
 use crate::source::FileReader;
 use crate::wire::Mode;
+
+/// Bytes an octet transfer reads from its file at once (or one block, if
+/// larger): one read serves 44 blocks of 1468 bytes. Held per transfer, so
+/// bounded by the transfer limit.
+pub const CHUNK_LEN: usize = 64 * 1024;
 
 /// Where the translation of one netascii block starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,7 +29,41 @@ struct Checkpoint {
 pub struct BlockReader {
     reader: Box<dyn FileReader>,
     blksize: usize,
+    chunk: Chunk,
     netascii: Option<Netascii>,
+}
+
+/// The file's bytes at `offset..offset + len`, read ahead for octet blocks.
+#[derive(Default)]
+struct Chunk {
+    offset: u64,
+    bytes: Vec<u8>,
+    len: usize,
+    /// The read stopped short: the file ends at `offset + len`.
+    at_end: bool,
+}
+
+impl Chunk {
+    /// Whether `offset..offset + want` can be served from this chunk (the
+    /// whole range, or up to the end of the file).
+    fn holds(&self, offset: u64, want: usize) -> bool {
+        let end = self.offset + self.len as u64;
+        offset >= self.offset && (offset + want as u64 <= end || (self.at_end && offset <= end))
+    }
+
+    fn fill(&mut self, reader: &dyn FileReader, offset: u64, want: usize) -> io::Result<()> {
+        let capacity = CHUNK_LEN.max(want);
+        if self.bytes.len() < capacity {
+            self.bytes.resize(capacity, 0);
+        }
+        self.offset = offset;
+        self.len = 0;
+        self.at_end = false;
+        let read = reader.read_at(offset, &mut self.bytes[..capacity])?;
+        self.len = read;
+        self.at_end = read < capacity;
+        Ok(())
+    }
 }
 
 struct Netascii {
@@ -49,6 +89,7 @@ impl BlockReader {
         BlockReader {
             reader,
             blksize,
+            chunk: Chunk::default(),
             netascii,
         }
     }
@@ -58,7 +99,13 @@ impl BlockReader {
     pub fn read_block(&mut self, block: u64, out: &mut Vec<u8>) -> io::Result<usize> {
         assert!(block >= 1);
         match &mut self.netascii {
-            None => read_octet(self.reader.as_ref(), self.blksize, block, out),
+            None => read_octet(
+                self.reader.as_ref(),
+                &mut self.chunk,
+                self.blksize,
+                block,
+                out,
+            ),
             Some(netascii) => netascii.read(self.reader.as_ref(), self.blksize, block, out),
         }
     }
@@ -73,6 +120,7 @@ impl BlockReader {
 
 fn read_octet(
     reader: &dyn FileReader,
+    chunk: &mut Chunk,
     blksize: usize,
     block: u64,
     out: &mut Vec<u8>,
@@ -80,12 +128,14 @@ fn read_octet(
     let offset = (block - 1)
         .checked_mul(blksize as u64)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "block offset overflows"))?;
-    let start = out.len();
-    out.resize(start + blksize, 0);
-    let result = reader.read_at(offset, &mut out[start..]);
-    let len = *result.as_ref().unwrap_or(&0);
-    out.truncate(start + len);
-    result
+    if !chunk.holds(offset, blksize) {
+        chunk.fill(reader, offset, blksize)?;
+    }
+    assert!(chunk.holds(offset, blksize));
+    let from = (offset - chunk.offset) as usize;
+    let to = (from + blksize).min(chunk.len);
+    out.extend_from_slice(&chunk.bytes[from..to]);
+    Ok(to - from)
 }
 
 impl Netascii {
@@ -175,6 +225,22 @@ mod tests {
             all_blocks(&mut short, 4),
             vec![b"abcd".to_vec(), b"ef".to_vec()]
         );
+    }
+
+    #[test]
+    fn octet_blocks_span_chunks_and_rewind() {
+        let bytes: Vec<u8> = (0..CHUNK_LEN * 2 + 777).map(|i| (i % 251) as u8).collect();
+        let blksize = 1468;
+        let mut blocks = reader(&bytes, Mode::Octet, blksize);
+        assert_eq!(all_blocks(&mut blocks, blksize).concat(), bytes);
+        // A rewind to an early block after the chunk moved on.
+        let mut again = Vec::new();
+        assert_eq!(blocks.read_block(2, &mut again).expect("reread"), blksize);
+        assert_eq!(again, bytes[blksize..2 * blksize]);
+        // Blocks larger than a chunk.
+        let big = CHUNK_LEN + 8;
+        let mut large = reader(&bytes, Mode::Octet, big);
+        assert_eq!(all_blocks(&mut large, big).concat(), bytes);
     }
 
     #[test]

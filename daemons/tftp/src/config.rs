@@ -11,6 +11,8 @@ use crate::wire::{BLKSIZE_MAX, BLKSIZE_MIN};
 
 /// IPv4 (20) + UDP (8) + TFTP DATA (4) header bytes inside one MTU.
 pub const HEADERS_LEN: u32 = 32;
+/// Upper bound of `busy_poll_tries`: a few milliseconds of polling at most.
+pub const BUSY_POLL_TRIES_MAX: u32 = 10_000;
 
 /// The operator's form; every field has a default.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -33,6 +35,13 @@ pub struct TftpConfig {
     pub retries_max: u32,
     pub transfers_max: usize,
     pub transfers_per_client_max: usize,
+    /// Non-blocking receives (with a sched_yield between them) a transfer
+    /// makes for the ACK it expects before it sleeps on the socket; 0
+    /// turns busy-polling off. Lock-step TFTP pays a sleep and a wake-up
+    /// per block otherwise; a transfer whose ACKs keep missing the poll
+    /// stops polling for a while, so a slow client costs little CPU, and
+    /// only a lone transfer polls (with more, the runtime has other work).
+    pub busy_poll_tries: u32,
 }
 
 impl Default for TftpConfig {
@@ -48,6 +57,7 @@ impl Default for TftpConfig {
             retries_max: 5,
             transfers_max: 256,
             transfers_per_client_max: 4,
+            busy_poll_tries: 200,
         }
     }
 }
@@ -60,6 +70,7 @@ pub struct Config {
     pub retries_max: u32,
     pub transfers_max: usize,
     pub transfers_per_client_max: usize,
+    pub busy_poll_tries: u32,
 }
 
 /// A configuration value out of range; `key` is the path in the file.
@@ -115,6 +126,12 @@ impl TftpConfig {
             1,
             transfers_max,
         )?;
+        let busy_poll_tries = check(
+            "tftp.busy_poll_tries",
+            u64::from(self.busy_poll_tries),
+            0,
+            u64::from(BUSY_POLL_TRIES_MAX),
+        )?;
         Ok(Config {
             listen: SocketAddr::from((self.bind, self.port)),
             limits: Limits {
@@ -126,6 +143,7 @@ impl TftpConfig {
             retries_max: retries_max as u32,
             transfers_max: transfers_max as usize,
             transfers_per_client_max: per_client as usize,
+            busy_poll_tries: busy_poll_tries as u32,
         })
     }
 }

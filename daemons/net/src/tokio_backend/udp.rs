@@ -118,6 +118,22 @@ impl crate::UdpSocket for TokioUdpSocket {
             .map_err(|err| context(err, format!("sending UDP to {to} from {from}")))
     }
 
+    // Straight to recvmsg, past tokio's readiness flag: that flag was
+    // cleared by the last EAGAIN and only the reactor would set it again.
+    fn recv_from_busy(&self, buf: &mut [u8], tries: u32) -> io::Result<Option<RecvMeta>> {
+        for attempt in 0..tries {
+            match recv_with_pktinfo(&self.inner, buf, self.bound_ip) {
+                Ok(meta) => return Ok(Some(meta)),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(err),
+            }
+            if attempt + 1 < tries {
+                std::thread::yield_now();
+            }
+        }
+        Ok(None)
+    }
+
     fn set_broadcast(&self, on: bool) -> io::Result<()> {
         self.inner.set_broadcast(on)
     }

@@ -4,11 +4,17 @@
 //! then N concurrent clients fetch a smaller file from each server.
 //!
 //! Every server process is started by this program and stopped by its PID.
-//! With `--pin` (default) every server runs on CPU 0 and every client on
-//! CPU 1, since CPU placement dominates lock-step TFTP.
+//! Pinned (the default), every server runs on CPU 0 and every client on
+//! CPU 1, or with `--same-cpu` on CPU 0 as well, since CPU placement
+//! dominates lock-step TFTP. Beside each row come the busy seconds of CPU 0
+//! per fetch while each server was measured (see `server_cpu_busy_secs`).
+//!
+//! Results: daemons/tftp/bench/README.md.
 //!
 //! Usage: tftp-bench [--size-mib 64] [--runs 3] [--clients 50]
-//!                   [--clients-mib 16] [--no-pin] [--ours-only] [--verbose]
+//!                   [--clients-mib 16] [--no-pin] [--same-cpu]
+//!                   [--busy-poll-tries N] [--ours-only] [--verbose]
+//!                   [--only-blksize B] [--only-window W] [--run-max-secs S]
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
@@ -27,7 +33,7 @@ const WINDOWSIZES: [u32; 3] = [1, 16, 64];
 /// Bounded wait for one client run unless `--run-max-secs` says otherwise.
 const CLIENT_RUN_MAX_DEFAULT_SECS: u64 = 60;
 const SERVER_CPU: &str = "0";
-const CLIENT_CPU: &str = "1";
+const CLIENT_CPU_OTHER: &str = "1";
 
 struct Args {
     size_mib: u64,
@@ -35,6 +41,8 @@ struct Args {
     clients: usize,
     clients_mib: u64,
     pin: bool,
+    client_cpu: &'static str,
+    busy_poll_tries: Option<u32>,
     ours_only: bool,
     verbose: bool,
     run_max: Duration,
@@ -48,6 +56,8 @@ fn parse_args() -> Result<Args> {
         clients: 50,
         clients_mib: 16,
         pin: true,
+        client_cpu: CLIENT_CPU_OTHER,
+        busy_poll_tries: None,
         ours_only: false,
         verbose: false,
         run_max: Duration::from_secs(CLIENT_RUN_MAX_DEFAULT_SECS),
@@ -67,6 +77,8 @@ fn parse_args() -> Result<Args> {
             "--clients" => args.clients = usize::try_from(value()?)?,
             "--clients-mib" => args.clients_mib = value()?,
             "--no-pin" => args.pin = false,
+            "--same-cpu" => args.client_cpu = SERVER_CPU,
+            "--busy-poll-tries" => args.busy_poll_tries = Some(u32::try_from(value()?)?),
             "--ours-only" => args.ours_only = true,
             "--verbose" => args.verbose = true,
             "--run-max-secs" => args.run_max = Duration::from_secs(value()?),
@@ -208,7 +220,9 @@ fn start_peers(args: &Args, dir: &Path) -> Result<Vec<PeerServer>> {
 /// Our server in this process, on its own tokio runtime.
 type Ours = (tokio::runtime::Runtime, u16, Arc<Server<DirSource>>);
 
-fn start_ours(dir: &Path, clients: usize) -> Result<Ours> {
+fn start_ours(dir: &Path, args: &Args) -> Result<Ours> {
+    let clients = args.clients;
+    let defaults = TftpConfig::default();
     let config = TftpConfig {
         bind: Ipv4Addr::LOCALHOST,
         port: 0,
@@ -218,7 +232,8 @@ fn start_ours(dir: &Path, clients: usize) -> Result<Ours> {
         transfers_max: clients.max(16) * 2,
         // Every bench client comes from 127.0.0.1.
         transfers_per_client_max: clients.max(16) * 2,
-        ..TftpConfig::default()
+        busy_poll_tries: args.busy_poll_tries.unwrap_or(defaults.busy_poll_tries),
+        ..defaults
     };
     let server = Server::new(config.validate()?, DirSource::new(dir)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -243,7 +258,7 @@ fn atftp_command(
     options: &[String],
 ) -> Result<Command> {
     let atftp = find("atftp", &[]).context("atftp not found: apt-get install atftp")?;
-    let mut command = pinned(&atftp, CLIENT_CPU, args.pin);
+    let mut command = pinned(&atftp, args.client_cpu, args.pin);
     for option in options {
         command.arg("--option").arg(option);
     }
@@ -346,7 +361,7 @@ fn main() -> Result<()> {
             bail!("taskset -p failed: {status}");
         }
     }
-    let (_runtime, our_port, ours) = start_ours(&dir.0, args.clients)?;
+    let (_runtime, our_port, ours) = start_ours(&dir.0, &args)?;
     let peers = start_peers(&args, &dir.0)?;
     let mut servers = vec![("ours", our_port)];
     servers.extend(peers.iter().map(|peer| (peer.name, peer.port)));
@@ -358,7 +373,11 @@ fn main() -> Result<()> {
         args.size_mib,
         args.runs,
         if args.pin {
-            " (servers on CPU 0, client on CPU 1)"
+            if args.client_cpu == SERVER_CPU {
+                " (servers and client on CPU 0)"
+            } else {
+                " (servers on CPU 0, client on CPU 1)"
+            }
         } else {
             ""
         }
@@ -367,7 +386,10 @@ fn main() -> Result<()> {
         .iter()
         .map(|(name, _)| format!("{name:>10}"))
         .collect();
-    println!("blksize window {}  ours/best-peer", header.join(""));
+    println!(
+        "blksize window {}  ours/best-peer   CPU 0 busy s per fetch",
+        header.join("")
+    );
     for blksize in BLKSIZES {
         for window in WINDOWSIZES {
             let mut options = vec![format!("blksize {blksize}")];
@@ -378,10 +400,13 @@ fn main() -> Result<()> {
                 continue;
             }
             let mut rates = Vec::new();
+            let mut cpus = Vec::new();
             for (_, port) in &servers {
+                let before = server_cpu_busy_secs();
                 rates.push(measure(&args, &clock, *port, &options, size)?);
+                cpus.push((server_cpu_busy_secs() - before) / args.runs as f64);
             }
-            print_row(&format!("{blksize:>7} {window:>6}"), &rates);
+            print_row(&format!("{blksize:>7} {window:>6}"), &rates, &cpus);
             if args.verbose {
                 println!("    ours: {:?}", ours.counters().snapshot());
             }
@@ -415,7 +440,31 @@ fn measure(
     Ok(median(samples))
 }
 
-fn print_row(label: &str, rates: &[Option<f64>]) {
+/// Busy seconds (everything but idle and iowait) of the servers' CPU
+/// from /proc/stat: it counts tftpd-hpa's per-transfer children, which
+/// leave no trace in its own stat, and whatever else runs on that CPU
+/// (with `--same-cpu`, the client too), alike for every server.
+fn server_cpu_busy_secs() -> f64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let label = format!("cpu{SERVER_CPU} ");
+    let Some(line) = text.lines().find(|line| line.starts_with(&label)) else {
+        return 0.0;
+    };
+    // user nice system idle iowait irq softirq steal ...
+    let ticks: u64 = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .enumerate()
+        .filter(|(index, _)| *index != 3 && *index != 4)
+        .map(|(_, field)| field.parse::<u64>().unwrap_or(0))
+        .sum();
+    // SAFETY: sysconf only reads a constant of the running system.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / per_sec as f64
+}
+
+fn print_row(label: &str, rates: &[Option<f64>], cpus: &[f64]) {
     let cells: Vec<String> = rates
         .iter()
         .map(|rate| format!("{:>10}", fmt_rate(*rate)))
@@ -432,7 +481,8 @@ fn print_row(label: &str, rates: &[Option<f64>]) {
         (Some(ours), Some(peer)) if peer > 0.0 => format!("{:.2}x", ours / peer),
         _ => "-".to_string(),
     };
-    println!("{label} {}  {ratio:>8}", cells.join(""));
+    let cpu: Vec<String> = cpus.iter().map(|secs| format!("{secs:>6.2}")).collect();
+    println!("{label} {}  {ratio:>8}   {}", cells.join(""), cpu.join(""));
 }
 
 /// One fetch per server, compared byte for byte, so a broken transfer
