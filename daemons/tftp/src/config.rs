@@ -27,6 +27,11 @@ pub struct TftpConfig {
     /// Overrides the MTU-derived blksize cap.
     pub blksize_max: Option<u32>,
     pub windowsize_max: u16,
+    /// Receive-buffer bytes a window may cost the client (Linux accounting,
+    /// see `options::block_truesize`); larger windowsizes are lowered in
+    /// the OACK. The default stays under Linux's default 208 KiB socket
+    /// buffer; lower it for firmware with smaller buffers.
+    pub window_bytes_max: u32,
     /// Retransmission timeout when a client does not ask for one.
     pub timeout_ms: u64,
     /// Floor of the retransmission timeout adapted to the measured round
@@ -52,6 +57,7 @@ impl Default for TftpConfig {
             mtu: 1500,
             blksize_max: None,
             windowsize_max: 64,
+            window_bytes_max: 192 * 1024,
             timeout_ms: 1000,
             rto_min_ms: 50,
             retries_max: 5,
@@ -116,6 +122,12 @@ impl TftpConfig {
             1,
             1024,
         )?;
+        let window_bytes_max = check(
+            "tftp.window_bytes_max",
+            u64::from(self.window_bytes_max),
+            4096,
+            64 * 1024 * 1024,
+        )?;
         let timeout_ms = check("tftp.timeout_ms", self.timeout_ms, 10, 255_000)?;
         let rto_min_ms = check("tftp.rto_min_ms", self.rto_min_ms, 1, timeout_ms)?;
         let retries_max = check("tftp.retries_max", u64::from(self.retries_max), 0, 100)?;
@@ -137,6 +149,7 @@ impl TftpConfig {
             limits: Limits {
                 blksize_max: blksize_max as usize,
                 windowsize_max: windowsize_max as u16,
+                window_bytes_max: window_bytes_max as usize,
                 timeout_default: Duration::from_millis(timeout_ms),
                 rto_min: Duration::from_millis(rto_min_ms),
             },

@@ -57,6 +57,7 @@ pub fn fuzz_transfer(bytes: &[u8]) {
     let limits = Limits {
         blksize_max: 1468,
         windowsize_max: 64,
+        window_bytes_max: 192 * 1024,
         timeout_default: Duration::from_secs(1),
         rto_min: Duration::from_millis(20),
     };

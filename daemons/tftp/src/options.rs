@@ -15,6 +15,20 @@ pub const TIMEOUT_SECS_MIN: u64 = 1;
 pub const TIMEOUT_SECS_MAX: u64 = 255;
 /// RFC 7440 §2: windowsize is 1..=65535 blocks.
 pub const WINDOWSIZE_MAX: u16 = u16::MAX;
+/// IPv4 (20) + UDP (8) + TFTP DATA (4) header bytes of one DATA datagram.
+const DATA_HEADERS_LEN: usize = 32;
+/// What Linux charges a socket's receive buffer beyond the buffer holding
+/// a datagram (struct sk_buff and skb_shared_info, rounded up).
+const SKB_OVERHEAD: usize = 768;
+
+/// Receive-buffer bytes one DATA datagram of `blksize` costs a Linux
+/// client: the kernel charges its "truesize", the power-of-two allocation
+/// holding the packet plus the skb bookkeeping, not the payload. Measured
+/// on loopback with atftp: blksize 8192 costs ~16.6 KiB, so the default
+/// 212992-byte buffer holds 12 such blocks and a 13th is dropped.
+pub fn block_truesize(blksize: usize) -> usize {
+    (blksize + DATA_HEADERS_LEN).next_power_of_two() + SKB_OVERHEAD
+}
 
 /// Server-side ceilings that a client request is capped to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +37,12 @@ pub struct Limits {
     pub blksize_max: usize,
     /// Largest windowsize granted.
     pub windowsize_max: u16,
+    /// Largest window in receive-buffer bytes (see [`block_truesize`]): a
+    /// windowsize whose blocks would overflow the client's socket buffer
+    /// is lowered in the OACK (RFC 7440 §4 lets the server answer with a
+    /// smaller value), since a window that overruns the buffer loses its
+    /// tail on every round and ends in timeouts.
+    pub window_bytes_max: usize,
     /// Retransmission timeout when the client does not ask for one, and
     /// the ceiling of the adaptive timeout.
     pub timeout_default: Duration,
@@ -77,6 +97,18 @@ pub fn negotiate(options: &[RawOption<'_>], mode: Mode, size: u64, limits: &Limi
             oack.push((option.name.to_string(), granted));
         }
     }
+    // blksize may come after windowsize in the request: cap once both are
+    // known.
+    let fits = (limits.window_bytes_max / block_truesize(params.blksize)).max(1);
+    let fits = u16::try_from(fits).unwrap_or(u16::MAX);
+    if params.windowsize > fits {
+        params.windowsize = fits;
+        for (name, value) in &mut oack {
+            if name.eq_ignore_ascii_case("windowsize") {
+                *value = u64::from(fits);
+            }
+        }
+    }
     Negotiation { params, oack }
 }
 
@@ -126,6 +158,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         blksize_max: 1468,
         windowsize_max: 64,
+        window_bytes_max: 192 * 1024,
         timeout_default: Duration::from_secs(1),
         rto_min: Duration::from_millis(20),
     };
@@ -188,6 +221,46 @@ mod tests {
         assert_eq!(n.params.blksize, 1468);
         assert_eq!(n.params.windowsize, 64);
         assert_eq!(n.params.timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_window_is_capped_to_what_a_default_socket_buffer_holds() {
+        let limits = Limits {
+            blksize_max: 65464,
+            ..LIMITS
+        };
+        // 1468-byte blocks: 64 x 2816 bytes fit in 192 KiB.
+        let n = negotiate(
+            &opts(&[("windowsize", "64"), ("blksize", "1468")]),
+            Mode::Octet,
+            1,
+            &limits,
+        );
+        assert_eq!(n.params.windowsize, 64);
+        // 8192-byte blocks cost 17152 bytes each: 11 fit, whichever option
+        // comes first, and the OACK says so.
+        for options in [
+            [("windowsize", "16"), ("blksize", "8192")],
+            [("blksize", "8192"), ("windowsize", "16")],
+        ] {
+            let n = negotiate(&opts(&options), Mode::Octet, 1, &limits);
+            assert_eq!(n.params.windowsize, 11);
+            assert!(n.oack.contains(&("windowsize".to_string(), 11)));
+            assert!(n.oack.contains(&("blksize".to_string(), 8192)));
+        }
+        // A block bigger than the budget still gets a window of one.
+        let tight = Limits {
+            window_bytes_max: 16 * 1024,
+            ..limits
+        };
+        let n = negotiate(
+            &opts(&[("blksize", "65464"), ("windowsize", "4")]),
+            Mode::Octet,
+            1,
+            &tight,
+        );
+        assert_eq!(n.params.windowsize, 1);
+        assert!(n.oack.contains(&("windowsize".to_string(), 1)));
     }
 
     #[test]

@@ -390,26 +390,28 @@ fn main() -> Result<()> {
         "blksize window {}  ours/best-peer   CPU 0 busy s per fetch",
         header.join("")
     );
-    for blksize in BLKSIZES {
-        for window in WINDOWSIZES {
-            let mut options = vec![format!("blksize {blksize}")];
-            if window > 1 {
-                options.push(format!("windowsize {window}"));
-            }
-            if args.only.is_some_and(|only| only != (blksize, window)) {
-                continue;
-            }
-            let mut rates = Vec::new();
-            let mut cpus = Vec::new();
-            for (_, port) in &servers {
-                let before = server_cpu_busy_secs();
-                rates.push(measure(&args, &clock, *port, &options, size)?);
-                cpus.push((server_cpu_busy_secs() - before) / args.runs as f64);
-            }
-            print_row(&format!("{blksize:>7} {window:>6}"), &rates, &cpus);
-            if args.verbose {
-                println!("    ours: {:?}", ours.counters().snapshot());
-            }
+    let grid: Vec<(u32, u32)> = match args.only {
+        Some(only) => vec![only],
+        None => BLKSIZES
+            .iter()
+            .flat_map(|blksize| WINDOWSIZES.iter().map(|window| (*blksize, *window)))
+            .collect(),
+    };
+    for (blksize, window) in grid {
+        let mut options = vec![format!("blksize {blksize}")];
+        if window > 1 {
+            options.push(format!("windowsize {window}"));
+        }
+        let mut rates = Vec::new();
+        let mut cpus = Vec::new();
+        for (_, port) in &servers {
+            let before = server_cpu_busy_secs();
+            rates.push(measure(&args, &clock, *port, &options, size)?);
+            cpus.push((server_cpu_busy_secs() - before) / args.runs as f64);
+        }
+        print_row(&format!("{blksize:>7} {window:>6}"), &rates, &cpus);
+        if args.verbose {
+            println!("    ours: {:?}", ours.counters().snapshot());
         }
     }
     concurrent(&args, &clock, &servers)?;
