@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # perfdhcp (Debian kea-admin) full DORA against ironrootd with its pool
-# leases replicated, and against kea-dhcp4 (memfile, same pool), in one run
-# and one namespace topology.
+# leases replicated, against kea-dhcp4 (memfile, same pool) and against
+# dnsmasq (its lease file, same pool), in one run and one namespace topology.
 #
 # Topology (namespaces named with this script's PID, removed on exit, also
 # on Ctrl-C): a bridge namespace; ironroot nodes a (10.78.0.1) and b
-# (10.78.0.2), a witness w (10.78.0.3), a Kea server k (10.78.0.20) and the
-# client c (10.78.0.50), all on 10.78.0.0/16; ironroot's VIP 10.78.0.10.
+# (10.78.0.2), a witness w (10.78.0.3), a Kea server k (10.78.0.20), a
+# dnsmasq server d (10.78.0.21) and the client c (10.78.0.50), all on
+# 10.78.0.0/16; ironroot's VIP 10.78.0.10.
 # Nothing is routed out: no namespace has a default route.
 #
 # perfdhcp plays a relay agent (giaddr = 10.78.0.50) and sends to the VIP
-# (ironroot) or to 10.78.0.20 (Kea). Pool 10.78.1.0 - 10.78.255.254, lease
-# time 3600 s, for both servers. Kea runs first (ironrootd not started yet),
-# then the two ironrootd nodes: every pool ACK of the active node waits
-# until the standby's journal holds the lease.
+# (ironroot), 10.78.0.20 (Kea) or 10.78.0.21 (dnsmasq). Pool 10.78.1.0 -
+# 10.78.255.254, lease time 3600 s, for every server. Kea and dnsmasq run
+# first, one at a time (ironrootd not started yet), then the two ironrootd
+# nodes: every pool ACK of the active node waits until the standby's journal
+# holds the lease. dnsmasq runs with --no-ping (by default it pings every
+# address before offering it, up to 3 s, and perfdhcp gives up first) and
+# at DNSMASQ_RATES, since it rewrites its whole lease file on every change
+# and saturates far below the others.
 #
 # For each server and offered rate: perfdhcp's rate, drops and latency, and
 # the server's CPU time per 10,000 DORA exchanges from /proc/PID/stat
@@ -22,10 +27,11 @@
 #
 # Usage (root): daemons/dhcp/bench/perfdhcp-replicated.sh
 #   RATES="1000 2000 4000 8000"  offered rates (DORA/s)
+#   DNSMASQ_RATES="250 500 1000" offered rates for dnsmasq
 #   SECONDS_RUN=10               perfdhcp -p
 #   CLIENTS=20000                perfdhcp -R (distinct MACs)
 #   RUNS=3                       runs per (server, rate); the table is medians
-#   SERVERS="kea ironroot"       which servers, in this order
+#   SERVERS="kea dnsmasq ironroot" which servers, in this order
 #   IRONROOTD, IRONROOT          binaries (default $CARGO_TARGET_DIR/release/...)
 #   KEEP=1                       keep the work dir (configs, logs, raw output)
 #   PERF=1                       perf record -g the active ironrootd during each
@@ -34,19 +40,20 @@
 # Build first: cargo build --release -p ironrootd -p ironroot
 set -u
 RATES=${RATES:-"1000 2000 4000 8000"}
+DNSMASQ_RATES=${DNSMASQ_RATES:-"250 500 1000"}
 SECONDS_RUN=${SECONDS_RUN:-10}
 CLIENTS=${CLIENTS:-20000}
 RUNS=${RUNS:-3}
-SERVERS=${SERVERS:-"kea ironroot"}
+SERVERS=${SERVERS:-"kea dnsmasq ironroot"}
 TARGET=${CARGO_TARGET_DIR:-target}
 IRONROOTD=${IRONROOTD:-$TARGET/release/ironrootd}
 IRONROOT=${IRONROOT:-$TARGET/release/ironroot}
 PY=$(command -v python3)
 TAG="irdr$$"
 BR=$TAG-br
-declare -A NS=([a]=$TAG-a [b]=$TAG-b [w]=$TAG-w [k]=$TAG-k [c]=$TAG-c)
-declare -A ADDR=([a]=10.78.0.1 [b]=10.78.0.2 [w]=10.78.0.3 [k]=10.78.0.20 [c]=10.78.0.50)
-HOSTS="a b w k c"
+declare -A NS=([a]=$TAG-a [b]=$TAG-b [w]=$TAG-w [k]=$TAG-k [d]=$TAG-d [c]=$TAG-c)
+declare -A ADDR=([a]=10.78.0.1 [b]=10.78.0.2 [w]=10.78.0.3 [k]=10.78.0.20 [d]=10.78.0.21 [c]=10.78.0.50)
+HOSTS="a b w k d c"
 VIP=10.78.0.10
 POOL_START=10.78.1.0
 POOL_END=10.78.255.254
@@ -60,6 +67,9 @@ die() { echo "error: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
 command -v perfdhcp >/dev/null || die "perfdhcp missing: apt-get install -y kea-admin"
 command -v kea-dhcp4 >/dev/null || die "kea-dhcp4 missing: apt-get install -y kea-dhcp4-server"
+case " $SERVERS " in *" dnsmasq "*)
+    command -v dnsmasq >/dev/null || die "dnsmasq missing: apt-get install -y dnsmasq-base" ;;
+esac
 [ -x "$IRONROOTD" ] || die "$IRONROOTD missing: cargo build --release -p ironrootd -p ironroot"
 [ -x "$IRONROOT" ] || die "$IRONROOT missing: cargo build --release -p ironrootd -p ironroot"
 [ -n "$PY" ] || die "python3 missing"
@@ -197,6 +207,7 @@ one_run() { # $1 server label, $2 target address, $3 rate, $4 run, $5 active PID
     shift 5
     local others="$*" out a0 o0 a1 o1 w0=0 w1=0 r0=0 r1=0
     local server_host=k
+    [ "$label" = dnsmasq ] && server_host=d
     [ "$label" = ironroot ] && server_host=$ACTIVE
     local c0 s0
     c0=$(rcvbuf_errors c)
@@ -257,6 +268,22 @@ for server in $SERVERS; do
             for r in $(seq "$RUNS"); do one_run kea "${ADDR[k]}" "$rate" "$r" "$KEA_PID"; done
         done
         stop_pid "$KEA_PID"
+        ;;
+    dnsmasq)
+        # DHCP only (--port=0), in the foreground, its lease file in the
+        # work dir, room for every client's lease.
+        start_in d "$WORK/dnsmasq.out" dnsmasq --keep-in-foreground --port=0 \
+            --conf-file=/dev/null --interface=eth0 --bind-interfaces \
+            --dhcp-range="$POOL_START,$POOL_END,255.255.0.0,1h" \
+            --dhcp-leasefile="$WORK/dnsmasq.leases" --dhcp-lease-max=$((CLIENTS * 2)) \
+            --no-ping --pid-file="$WORK/dnsmasq.pid" --log-facility="$WORK/dnsmasq.log"
+        DNSMASQ_PID=$LAST_PID
+        sleep 1
+        kill -0 "$DNSMASQ_PID" 2>/dev/null || die "dnsmasq did not start: $(cat "$WORK/dnsmasq.out" "$WORK/dnsmasq.log" 2>/dev/null)"
+        for rate in $DNSMASQ_RATES; do
+            for r in $(seq "$RUNS"); do one_run dnsmasq "${ADDR[d]}" "$rate" "$r" "$DNSMASQ_PID"; done
+        done
+        stop_pid "$DNSMASQ_PID"
         ;;
     ironroot)
         for n in a b; do ironroot_config "$n"; done

@@ -5,7 +5,7 @@
       one result line (key=value words)
   perfdhcp_summary.py table RESULTS
       medians per (server, offered rate), the highest rate with <1% drops,
-      and the ratios ironroot / Kea
+      and the ratios ironroot / Kea (and / dnsmasq for the rate)
 """
 import re
 import statistics
@@ -103,10 +103,11 @@ def table(path):
                   f" (achieved {rate:.0f}/s)")
         else:
             print(f"{server}: no offered rate with <1% drops")
-    if "kea" in best and "ironroot" in best and best["kea"] and best["ironroot"]:
-        k = med(summary[("kea", best["kea"])], "rate")
-        i = med(summary[("ironroot", best["ironroot"])], "rate")
-        print(f"rate ironroot / kea (highest <1% drops): {i / k:.2f} (target >= 1)")
+    for peer in ("kea", "dnsmasq"):
+        if best.get(peer) and best.get("ironroot"):
+            p = med(summary[(peer, best[peer])], "rate")
+            i = med(summary[("ironroot", best["ironroot"])], "rate")
+            print(f"rate ironroot / {peer} (highest <1% drops): {i / p:.2f} (target >= 1)")
     for offered in sorted({o for _, o in groups}):
         if ("kea", offered) in summary and ("ironroot", offered) in summary:
             k = med(summary[("kea", offered)], "cpu_active_10k")
