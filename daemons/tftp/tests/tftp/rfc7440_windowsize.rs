@@ -3,7 +3,7 @@
 //! the whole window; a duplicate ACK sends nothing.
 
 use ironroot_net::Instant;
-use ironroot_tftp::Outcome;
+use ironroot_tftp::{Outcome, TftpConfig};
 
 use crate::harness::*;
 
@@ -86,6 +86,34 @@ fn windowsize_is_capped_by_the_configuration() {
     );
     transfer.handle_datagram(Instant::from_millis(1), &ack(0));
     assert_eq!(drain(&mut transfer).len(), 64);
+}
+
+/// RFC 7440 §4 lets the server answer a smaller windowsize: a window of
+/// 8192-byte blocks is held to what the client's default socket buffer
+/// holds, so the window's tail is not dropped on every round.
+#[test]
+fn a_window_of_large_blocks_is_capped_to_the_receive_buffer() {
+    let config = TftpConfig {
+        blksize_max: Some(8192),
+        ..config()
+    };
+    let server = server_with(config, &[("f", &pattern(8192 * 100))]);
+    let (mut transfer, _ticket) = start(
+        &server,
+        &rrq("f", &[("blksize", "8192"), ("windowsize", "64")]),
+    );
+    let sent = drain(&mut transfer);
+    let window = 196_608 / ironroot_tftp::options::block_truesize(8192);
+    assert_eq!(window, 11);
+    assert_eq!(
+        oack_of(&sent[0]),
+        vec![
+            ("blksize".to_string(), "8192".to_string()),
+            ("windowsize".to_string(), window.to_string()),
+        ]
+    );
+    transfer.handle_datagram(Instant::from_millis(1), &ack(0));
+    assert_eq!(drain(&mut transfer).len(), window);
 }
 
 #[test]
