@@ -385,6 +385,16 @@ fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
     let status = cluster.cli(standby, &["status"])?;
     assert_eq!(status["data"]["role"], "active", "{status}");
     assert_eq!(status["data"]["peer"]["state"], "dead", "{status}");
+    // Active with the peer dead: its own vote and the witness's.
+    assert_eq!(status["data"]["quorum"]["mode"], "witness", "{status}");
+    assert_eq!(status["data"]["quorum"]["votes"], "2 of 3", "{status}");
+    assert_eq!(status["data"]["quorum"]["has_quorum"], true, "{status}");
+    // The client asked the survivor for its reservation and a file.
+    let latest = status["data"]["clients_seen"]["latest"].as_array();
+    assert!(
+        latest.is_some_and(|clients| clients.iter().any(|c| c["name"] == "c1")),
+        "{status}"
+    );
     let human = std::process::Command::new(&cluster.ironroot)
         .args([
             "--socket",

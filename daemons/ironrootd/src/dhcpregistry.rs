@@ -6,10 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ironroot_dhcp::{Registry, Reservation};
 use ironroot_store::store::{RegistryVersion, Store};
 
+use crate::seen::{Seen, Via, Who};
 use crate::storefs::SharedStore;
 
 /// DHCP reservations from the store's client registry, answered from a
@@ -26,6 +28,8 @@ pub struct StoreRegistry {
     by_mac: BTreeMap<[u8; 6], Reservation>,
     /// Every reserved address (the journal does not keep them unique).
     reserved: BTreeSet<Ipv4Addr>,
+    /// Where a reserved client's lookup is noted, for `ironroot status`.
+    seen: Option<Arc<Seen>>,
 }
 
 impl StoreRegistry {
@@ -37,9 +41,16 @@ impl StoreRegistry {
             copied_at: None,
             by_mac: BTreeMap::new(),
             reserved: BTreeSet::new(),
+            seen: None,
         };
         registry.refresh();
         registry
+    }
+
+    /// Note every client whose reservation is looked up in `seen`.
+    pub fn noting(mut self, seen: Arc<Seen>) -> StoreRegistry {
+        self.seen = Some(seen);
+        self
     }
 }
 
@@ -75,7 +86,11 @@ impl Registry for StoreRegistry {
     }
 
     fn lookup(&self, mac: &ironroot_dhcp::Mac) -> Option<Reservation> {
-        self.by_mac.get(&mac.0).cloned()
+        let found = self.by_mac.get(&mac.0).cloned();
+        if let (Some(_), Some(seen)) = (&found, &self.seen) {
+            seen.note(Who::Mac(mac.0), Via::Dhcp);
+        }
+        found
     }
 
     fn is_reserved(&self, ip: Ipv4Addr) -> bool {

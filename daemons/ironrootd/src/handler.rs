@@ -141,6 +141,8 @@ impl Handler {
             "images": images,
             "branches": branches,
             "clients": state.clients.len(),
+            "clients_seen": clients_seen(&self.state.seen, &state.clients),
+            "quorum": quorum(&status, &self.state.settings.cluster.quorum, self.state.seen.now()),
         }))
     }
 
@@ -454,4 +456,143 @@ pub fn samples(state: &NodeState) -> Vec<Sample> {
         store.state().clients.len() as f64,
     ));
     samples
+}
+
+/// Registered clients listed by `status` at most (the most recent first).
+pub const CLIENTS_SEEN_LISTED: usize = 20;
+
+/// Which registered clients the services heard from lately (see
+/// [`crate::seen`]).
+fn clients_seen(
+    seen: &crate::seen::Seen,
+    clients: &std::collections::BTreeMap<[u8; 6], ironroot_store::journal::Client>,
+) -> serde_json::Value {
+    let registered = clients
+        .iter()
+        .map(|(mac, c)| (c.name.as_str(), *mac, std::net::Ipv4Addr::from(c.ipv4)));
+    let (recent, others) = seen.recent(registered);
+    json!({
+        "within_secs": crate::seen::RECENT.as_secs(),
+        "registered": recent.len(),
+        "unregistered_addresses": others,
+        "latest": recent.iter().take(CLIENTS_SEEN_LISTED).collect::<Vec<_>>(),
+    })
+}
+
+/// The quorum as `status` shows it: with a witness, a node may be active
+/// with two of three votes (its own, the peer's while it is alive, the
+/// witness's while its lease runs); in fencing mode once the peer is alive
+/// or fenced.
+pub fn quorum(
+    status: &crate::node::NodeStatus,
+    mode: &ironroot_cluster::QuorumMode,
+    now: ironroot_net::Instant,
+) -> serde_json::Value {
+    use ironroot_cluster::QuorumMode;
+    let peer = status.peer == "alive";
+    match mode {
+        QuorumMode::Witness { addr, .. } => {
+            let lease_ms = status
+                .witness_lease_until
+                .map(|until| until.saturating_duration_since(now).as_millis())
+                .filter(|ms| *ms > 0);
+            let vote = match (lease_ms, &status.witness_refused) {
+                (Some(ms), _) => format!("held, {ms} ms left"),
+                (None, Some(holder)) => format!("refused: held by {holder}"),
+                (None, None) => "not held".to_owned(),
+            };
+            let votes = 1 + u8::from(peer) + u8::from(lease_ms.is_some());
+            json!({
+                "mode": "witness",
+                "witness": addr.to_string(),
+                "witness_vote": vote,
+                "votes": format!("{votes} of 3"),
+                "has_quorum": votes >= 2,
+            })
+        }
+        QuorumMode::Fencing(_) => {
+            let fence = match status.fence_succeeded {
+                Some(true) => "peer fenced",
+                Some(false) => "fence failed",
+                None => "none run",
+            };
+            json!({
+                "mode": "fencing",
+                "fence": fence,
+                "has_quorum": peer || status.fence_succeeded == Some(true),
+            })
+        }
+        QuorumMode::Unsafe => json!({
+            "mode": "unsafe-unfenced",
+            "has_quorum": true,
+            "warning": "nothing prevents two active nodes",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod quorum_tests {
+    use std::time::Duration;
+
+    use ironroot_cluster::config::FencingConfig;
+    use ironroot_cluster::QuorumMode;
+    use ironroot_net::Instant;
+
+    use super::quorum;
+    use crate::node::NodeStatus;
+
+    fn witness() -> QuorumMode {
+        QuorumMode::Witness {
+            addr: "192.0.2.3:695".parse().expect("addr"),
+            lease: Duration::from_millis(1200),
+        }
+    }
+
+    #[test]
+    fn witness_votes_count_the_peer_and_a_running_lease() {
+        let now = Instant::from_millis(10_000);
+        let mut status = NodeStatus {
+            peer: "alive".to_owned(),
+            ..NodeStatus::default()
+        };
+        let q = quorum(&status, &witness(), now);
+        assert_eq!(
+            (q["votes"].as_str(), q["has_quorum"].as_bool()),
+            (Some("2 of 3"), Some(true))
+        );
+        status.peer = "dead".to_owned();
+        status.witness_lease_until = Some(Instant::from_millis(10_800));
+        let q = quorum(&status, &witness(), now);
+        assert_eq!(q["votes"], "2 of 3");
+        assert_eq!(q["witness_vote"], "held, 800 ms left");
+        // The lease ran out and the witness refused: alone.
+        status.witness_refused = Some("node 1".to_owned());
+        let q = quorum(&status, &witness(), Instant::from_millis(10_800));
+        assert_eq!(q["votes"], "1 of 3");
+        assert_eq!(q["has_quorum"], false);
+        assert_eq!(q["witness_vote"], "refused: held by node 1");
+    }
+
+    #[test]
+    fn fencing_quorum_needs_the_peer_alive_or_fenced() {
+        let mode = QuorumMode::Fencing(FencingConfig {
+            command: vec!["true".to_owned()],
+            timeout: Duration::from_secs(1),
+            standby_delay: Duration::ZERO,
+        });
+        let now = Instant::from_millis(1);
+        let mut status = NodeStatus {
+            peer: "dead".to_owned(),
+            ..NodeStatus::default()
+        };
+        assert_eq!(quorum(&status, &mode, now)["has_quorum"], false);
+        status.fence_succeeded = Some(false);
+        assert_eq!(quorum(&status, &mode, now)["fence"], "fence failed");
+        status.fence_succeeded = Some(true);
+        assert_eq!(quorum(&status, &mode, now)["has_quorum"], true);
+        assert_eq!(
+            quorum(&NodeStatus::default(), &QuorumMode::Unsafe, now)["mode"],
+            "unsafe-unfenced"
+        );
+    }
 }

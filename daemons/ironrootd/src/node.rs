@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ironroot_cluster::{Admin, ClusterEvent, EventKind, FileIncarnationStore, Role};
 use ironroot_net::tokio_backend::TokioRuntime;
-use ironroot_net::{Resource, Runtime};
+use ironroot_net::{Clock, Resource, Runtime};
 use ironroot_store::storage::FsStorage;
 use ironroot_store::store::Store;
 use tokio::sync::mpsc;
@@ -31,6 +31,15 @@ pub struct NodeStatus {
     pub heartbeats_dropped: std::collections::BTreeMap<&'static str, u64>,
     /// Per heartbeat link (in config order): heartbeats arrive on it.
     pub links_up: Vec<bool>,
+    /// The end of the witness's last vote for this node.
+    #[serde(skip)]
+    pub witness_lease_until: Option<ironroot_net::Instant>,
+    /// The witness's last refusal (the node holding its vote, if it said),
+    /// cleared by the next grant.
+    pub witness_refused: Option<String>,
+    /// The last fence of the peer since it was declared dead: succeeded or
+    /// not; None while the peer is alive or no fence ran.
+    pub fence_succeeded: Option<bool>,
 }
 
 /// Every reason a heartbeat packet is dropped, as a metrics label.
@@ -69,6 +78,8 @@ pub struct NodeState {
     pub settings: Arc<NodeSettings>,
     /// Request and error counters of the services, as metrics samples.
     pub counters: Arc<dyn Fn() -> Vec<crate::metrics::Sample> + Send + Sync>,
+    /// Clients the services heard from, and the daemon's clock.
+    pub seen: Arc<crate::seen::Seen>,
 }
 
 impl NodeState {
@@ -201,22 +212,31 @@ fn nfs_service(rt: &TokioRuntime, server: &Arc<NfsServer>) -> Service {
 }
 
 type TftpServer = ironroot_tftp::Server<
-    ironroot_tftp::source::WithGenerated<
-        crate::bootfiles::ClientConfigs,
-        crate::boottree::StoreBootSource,
+    crate::seen::Noting<
+        ironroot_tftp::source::WithGenerated<
+            crate::bootfiles::ClientConfigs,
+            crate::boottree::StoreBootSource,
+        >,
     >,
 >;
 
-fn tftp_server(settings: &NodeSettings, store: &SharedStore) -> Arc<TftpServer> {
+fn tftp_server(
+    settings: &NodeSettings,
+    store: &SharedStore,
+    seen: &Arc<crate::seen::Seen>,
+) -> Arc<TftpServer> {
     let tree_source = crate::boottree::StoreBootSource::new(Arc::clone(store));
     let generated = crate::bootfiles::ClientConfigs {
         store: Arc::clone(store),
         vip: settings.cluster.vip.addr,
         extra: settings.boot_extra.clone(),
     };
-    let source = ironroot_tftp::source::WithGenerated {
-        generated,
-        tree: tree_source,
+    let source = crate::seen::Noting {
+        inner: ironroot_tftp::source::WithGenerated {
+            generated,
+            tree: tree_source,
+        },
+        seen: Arc::clone(seen),
     };
     ironroot_tftp::Server::new(settings.tftp, source)
 }
@@ -247,6 +267,7 @@ fn dhcp_service(
     store: &SharedStore,
     replication: &Replication,
     counters: &Arc<ironroot_dhcp::SharedCounters>,
+    seen: &Arc<crate::seen::Seen>,
 ) -> Service {
     let (rt, config, store) = (rt.clone(), settings.dhcp.clone(), Arc::clone(store));
     let log = Arc::new(crate::leaselog::StoreLeaseLog::new(
@@ -254,6 +275,7 @@ fn dhcp_service(
         replication.clone(),
     ));
     let counters = Arc::clone(counters);
+    let seen = Arc::clone(seen);
     let device = Some(settings.cluster.vip.interface.clone());
     Service::new(
         "dhcp",
@@ -265,10 +287,11 @@ fn dhcp_service(
                 device.clone(),
             );
             let (log, counters) = (Arc::clone(&log), Arc::clone(&counters));
+            let seen = Arc::clone(&seen);
             Box::pin(async move {
                 let server = ironroot_dhcp::DhcpServer::new(
                     config,
-                    crate::dhcpregistry::StoreRegistry::new(store),
+                    crate::dhcpregistry::StoreRegistry::new(store).noting(seen),
                 )
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
                 .with_counters(counters);
@@ -312,7 +335,21 @@ async fn record_events(
                     }
                     status.role = role_name(*to).to_owned();
                 }
-                EventKind::PeerAlive { .. } => status.peer = "alive".to_owned(),
+                EventKind::PeerAlive { .. } => {
+                    status.peer = "alive".to_owned();
+                    status.fence_succeeded = None;
+                }
+                EventKind::LeaseGranted { until } => {
+                    status.witness_lease_until = Some(*until);
+                    status.witness_refused = None;
+                }
+                EventKind::LeaseRefused { holder } => {
+                    status.witness_refused = Some(match holder {
+                        Some(node) => format!("node {}", node.0),
+                        None => "unknown".to_owned(),
+                    });
+                }
+                EventKind::FenceResult { ok } => status.fence_succeeded = Some(*ok),
                 EventKind::PeerWarn { .. } => status.peer = "late".to_owned(),
                 EventKind::PeerDead => status.peer = "dead".to_owned(),
                 EventKind::LinkUp { link } | EventKind::LinkDown { link } => {
@@ -455,6 +492,7 @@ pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> a
         failovers: 0,
         heartbeats_dropped: std::collections::BTreeMap::new(),
         links_up: vec![false; settings.cluster.local.links.len()],
+        ..NodeStatus::default()
     }));
     let peer_alive: Arc<dyn Fn() -> bool + Send + Sync> = {
         let status = Arc::clone(&status);
@@ -462,7 +500,19 @@ pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> a
     };
     let nfs = nfs_server(&settings, &store);
     let takeover = start_takeover(&rt, &settings, &nfs, &status).await?;
-    let tftp = tftp_server(&settings, &store);
+    let seen = {
+        let (clock, nfs) = (rt.clone(), Arc::clone(&nfs));
+        Arc::new(crate::seen::Seen::new(
+            Arc::new(move || clock.now()),
+            Arc::new(move || {
+                nfs.tcp_connections()
+                    .iter()
+                    .map(|(_, peer)| *peer.ip())
+                    .collect()
+            }),
+        ))
+    };
+    let tftp = tftp_server(&settings, &store, &seen);
     let dhcp_counters = Arc::new(ironroot_dhcp::SharedCounters::default());
     let counters: Arc<dyn Fn() -> Vec<crate::metrics::Sample> + Send + Sync> = {
         let (nfs, tftp) = (Arc::clone(&nfs), Arc::clone(&tftp));
@@ -497,6 +547,7 @@ pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> a
             &store,
             &replication,
             &dhcp_counters,
+            &seen,
         )),
     ];
     let (events_tx, events_rx) = mpsc::channel(1024);
@@ -516,6 +567,7 @@ pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> a
         admin: admin_tx,
         settings: Arc::clone(&settings),
         counters,
+        seen,
     };
     if let Some(parent) = settings.admin.socket.parent() {
         std::fs::create_dir_all(parent)
