@@ -417,6 +417,19 @@ pub fn samples(state: &NodeState) -> Vec<Sample> {
             .label("link", link.to_string()),
         );
     }
+    let quorum = quorum(&status, &state.settings.cluster.quorum, state.seen.now());
+    samples.push(Sample::gauge(
+        "ironroot_quorum",
+        "Whether this node has quorum (two of three votes, or the peer alive or fenced).",
+        f64::from(u8::from(quorum["has_quorum"] == true)),
+    ));
+    if let Some(votes) = quorum["votes"].as_str().and_then(|v| v.split(' ').next()) {
+        samples.push(Sample::gauge(
+            "ironroot_quorum_votes",
+            "Votes this node counts: its own, the peer's, the witness's lease.",
+            votes.parse().unwrap_or(0.0),
+        ));
+    }
     samples.push(Sample::counter(
         "ironroot_failovers_total",
         "Times this node became active.",
@@ -454,6 +467,12 @@ pub fn samples(state: &NodeState) -> Vec<Sample> {
         "ironroot_clients",
         "Clients in the registry.",
         store.state().clients.len() as f64,
+    ));
+    let seen = clients_seen(&state.seen, &store.state().clients);
+    samples.push(Sample::gauge(
+        "ironroot_clients_seen",
+        "Registered clients a service heard from in the last 10 minutes.",
+        seen["registered"].as_f64().unwrap_or(0.0),
     ));
     samples
 }
