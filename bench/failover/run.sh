@@ -17,16 +17,16 @@
 #
 # Usage (root): bench/failover/run.sh
 #   RUNS=5                 runs per (daemon, profile, fault)
-#   PROFILES="..."         subset of: ir-default ir-fence-100 ir-fast-fence ir-fast-witness ka-100 ka-10
-#   IRONROOTD, IRONROOT    binaries (default /work/target-bench/release/...)
+#   PROFILES="..."         subset of: ir-default ir-fence-100 ir-fence-200 ir-fast-fence ir-fast-witness ka-100 ka-10
+#   IRONROOTD, IRONROOT    binaries (default $CARGO_TARGET_DIR/release/..., else target/release/...)
 #   KEEP=1                 keep the work dir (configs, logs, raw results)
 set -u
 RUNS=${RUNS:-5}
 PROFILES=${PROFILES:-"ir-default ir-fence-100 ka-100 ir-fast-fence ir-fast-witness ka-10"}
 FAULTS=${FAULTS:-"host kill9"}
 HERE=$(cd "$(dirname "$0")" && pwd)
-IRONROOTD=${IRONROOTD:-/work/target-bench/release/ironrootd}
-IRONROOT=${IRONROOT:-/work/target-bench/release/ironroot}
+IRONROOTD=${IRONROOTD:-${CARGO_TARGET_DIR:-target}/release/ironrootd}
+IRONROOT=${IRONROOT:-${CARGO_TARGET_DIR:-target}/release/ironroot}
 KEEPALIVED=${KEEPALIVED:-$(command -v keepalived || echo /usr/sbin/keepalived)}
 PY=$(command -v python3)
 PROBE="$HERE/probe.py"
@@ -116,6 +116,9 @@ ironroot_config() { # $1 dir, $2 profile, $3 node
     ir-fence-100)
         quorum=$(printf '[cluster.fencing]\ncommand = ["%s/fence.sh", "{node}"]\ntimeout_ms = 2000\nstandby_delay_ms = 0' "$WORK")
         timing=$'interval_ms = 100\nwarn_ms = 200\ndead_ms = 340\ninitial_dead_ms = 1200' ;;
+    ir-fence-200)
+        quorum=$(printf '[cluster.fencing]\ncommand = ["%s/fence.sh", "{node}"]\ntimeout_ms = 2000\nstandby_delay_ms = 0' "$WORK")
+        timing=$'interval_ms = 200\nwarn_ms = 400\ndead_ms = 1000\ninitial_dead_ms = 1200' ;;
     ir-fast-fence)
         quorum=$(printf '[cluster.fencing]\ncommand = ["%s/fence.sh", "{node}"]\ntimeout_ms = 2000\nstandby_delay_ms = 0' "$WORK")
         timing=$'interval_ms = 10\nwarn_ms = 30\ndead_ms = 50\ninitial_dead_ms = 1060\nclock_margin_ms = 10' ;;
@@ -220,7 +223,7 @@ one_run() { # $1 profile, $2 fault, $3 index
     case $profile in
     ir-*)
         for n in a b; do ironroot_config "$dir" "$profile" "$n"; done
-        [ "$profile" = ir-fast-fence ] || [ "$profile" = ir-fence-100 ] ||
+        [ "$profile" = ir-fast-fence ] || [ "$profile" = ir-fence-100 ] || [ "$profile" = ir-fence-200 ] ||
             start_in w "$dir/witness.log" "$IRONROOTD" --config "$dir/a.toml" --role witness
         for n in a b; do
             start_in "$n" "$dir/$n.log" "$IRONROOTD" --config "$dir/$n.toml" --node "$n"

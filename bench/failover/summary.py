@@ -10,6 +10,7 @@ LABEL = {
     "ir-default": "ironrootd witness, interval 100 / dead 1200 / lease 1200, VIP lifetime 1 s",
     "ir-fast-witness": "ironrootd witness, interval 10 / dead 1060 / lease 1060, VIP lifetime 1 s",
     "ir-fence-100": "ironrootd fencing, interval 100 / dead 340 (keepalived advert 0.1 s: 3 adverts + skew), VIP lifetime 1 s",
+    "ir-fence-200": "ironrootd fencing, interval 200 / dead 1000 (Heartbeat's keepalive 200 ms / deadtime 1 s), VIP lifetime 1 s",
     "ir-fast-fence": "ironrootd fencing, interval 10 / dead 50 / margin 10, standby_delay 0, VIP lifetime 1 s",
     "ka-100": "keepalived VRRPv3 advert_int 0.1",
     "ka-10": "keepalived VRRPv3 advert_int 0.01",

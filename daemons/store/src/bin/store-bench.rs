@@ -1,6 +1,9 @@
 //! Benchmark (not a test): import a real tree into a primary store that
 //! replicates to a secondary over loopback TCP, next to the physical
-//! reference (`cp -a`, and `rsync -a` when installed) of the same data;
+//! reference of the same data: `cp -a` and `rsync -a` (when installed) as
+//! they are, then each followed by `sync -f` (the store fsyncs before it
+//! acknowledges), and the sum of the synced two (a local copy plus one to
+//! a second directory: what import and replication write without a store);
 //! then change 1% of the files and time the secondary's resync.
 //!
 //! `store-bench [SOURCE_DIR] [WORK_DIR]` (defaults: /usr/share/doc, a
@@ -46,12 +49,6 @@ fn tree_size(dir: &Path) -> (u64, u64) {
     (bytes, files)
 }
 
-fn timed_command(rt: &TokioRuntime, program: &str, args: &[&Path]) -> Option<f64> {
-    let start = rt.now();
-    let status = Command::new(program).args(args).status().ok()?;
-    status.success().then(|| (rt.now() - start).as_secs_f64())
-}
-
 /// Append a line to every 100th regular file; returns (changed, files).
 fn change_one_percent(tree: &Path) -> BenchResult<(u64, u64)> {
     let mut changed = 0u64;
@@ -78,19 +75,66 @@ fn change_one_percent(tree: &Path) -> BenchResult<(u64, u64)> {
     Ok((changed, index))
 }
 
-fn physical_reference(rt: &TokioRuntime, source: &Path, work: &Path, mib: f64, files: u64) {
-    let cp = timed_command(rt, "cp", &[Path::new("-a"), source, &work.join("cp")]);
-    let rsync = timed_command(rt, "rsync", &[Path::new("-a"), source, &work.join("rsync")]);
-    for (name, secs) in [("cp -a", cp), ("rsync -a", rsync)] {
-        match secs {
-            Some(s) => println!(
-                "{name:>22}: {s:7.2} s  {:8.1} MiB/s  {:8.0} files/s",
-                mib / s,
-                files as f64 / s
-            ),
-            None => println!("{name:>22}: not available"),
-        }
-    }
+/// `program -a source dest`, then `sync -f dest` when `durable`: the
+/// store fsyncs what it acknowledges, so the fair reference syncs too.
+fn timed_copy(
+    rt: &TokioRuntime,
+    program: &str,
+    source: &Path,
+    dest: &Path,
+    durable: bool,
+) -> Option<f64> {
+    let start = rt.now();
+    let copied = Command::new(program)
+        .arg("-a")
+        .arg(source)
+        .arg(dest)
+        .status()
+        .ok()?
+        .success();
+    let synced = !durable
+        || Command::new("sync")
+            .arg("-f")
+            .arg(dest)
+            .status()
+            .ok()?
+            .success();
+    (copied && synced).then(|| (rt.now() - start).as_secs_f64())
+}
+
+/// The physical reference, returning the time of `cp -a` plus `rsync -a`
+/// to a second directory, both synced: what a local write and a copy to a
+/// replica cost the file system without a store.
+fn physical_reference(
+    rt: &TokioRuntime,
+    source: &Path,
+    work: &Path,
+    mib: f64,
+    files: u64,
+) -> Option<f64> {
+    let row = |name: &str, secs: Option<f64>| match secs {
+        Some(s) => println!(
+            "{name:>22}: {s:7.2} s  {:8.1} MiB/s  {:8.0} files/s",
+            mib / s,
+            files as f64 / s
+        ),
+        None => println!("{name:>22}: not available"),
+    };
+    row(
+        "cp -a",
+        timed_copy(rt, "cp", source, &work.join("cp"), false),
+    );
+    row(
+        "rsync -a",
+        timed_copy(rt, "rsync", source, &work.join("rsync"), false),
+    );
+    let cp = timed_copy(rt, "cp", source, &work.join("cp-synced"), true);
+    let rsync = timed_copy(rt, "rsync", source, &work.join("rsync-synced"), true);
+    row("cp -a + sync", cp);
+    row("rsync -a + sync", rsync);
+    let both = cp.zip(rsync).map(|(a, b)| a + b);
+    row("cp + rsync, synced", both);
+    both
 }
 
 fn spawn_secondary(
@@ -143,7 +187,7 @@ async fn main() -> BenchResult<()> {
     let mib = bytes as f64 / (1024.0 * 1024.0);
     println!("source {}: {mib:.1} MiB in {files} files", source.display());
 
-    physical_reference(&rt, &source, &work, mib, files);
+    let reference = physical_reference(&rt, &source, &work, mib, files);
 
     let listener = rt.listen_tcp("127.0.0.1:0".parse()?).await?;
     let addr = listener.local_addr()?;
@@ -179,6 +223,13 @@ async fn main() -> BenchResult<()> {
         mib / secs,
         files as f64 / secs
     );
+    if let Some(reference) = reference {
+        println!(
+            "{:>22}: {:.2}x the time of cp + rsync, synced",
+            "ratio",
+            secs / reference
+        );
+    }
 
     // Change 1% of the files while the secondary is away, then resync.
     let tree = work.join("cp");
