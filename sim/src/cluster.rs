@@ -285,6 +285,7 @@ pub fn add_node(
             let hooks = ironroot_cluster::driver::Hooks {
                 events: Some(events_tx),
                 admin: Some(admin_rx),
+                peer_current: None,
             };
             run_node(rt, config, incarnations, resources, fence, hooks).await?;
             Ok(())

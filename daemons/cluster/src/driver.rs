@@ -141,6 +141,9 @@ pub struct Hooks {
     pub events: Option<mpsc::Sender<ClusterEvent>>,
     /// Operator commands.
     pub admin: Option<mpsc::Receiver<Admin>>,
+    /// Whether the peer's store is current (see `Node::set_peer_current`),
+    /// asked before each step; None: always.
+    pub peer_current: Option<std::sync::Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 enum Done {
@@ -219,6 +222,9 @@ pub async fn run_node<R: Runtime>(
             }
         }
         let deadline = node.poll_timeout();
+        if let Some(current) = &hooks.peer_current {
+            node.set_peer_current(current());
+        }
         tokio::select! {
             biased;
             Some(result) = done.recv() => {

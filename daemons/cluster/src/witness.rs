@@ -235,7 +235,8 @@ impl<S: OutdatedStore> Witness<S> {
             .map(|n| n.id)
             .find(|id| *id != node);
         // A takeover without the peer makes the peer's store stale; a holder
-        // that hears its peer again clears the mark. Durable before the grant.
+        // that hears its peer again and reports its store current (resynced)
+        // clears the mark. Durable before the grant.
         let outdated = match (peer_alive, self.outdated) {
             (false, _) => other,
             (true, Some(marked)) if Some(marked) != other => Some(marked),

@@ -102,6 +102,7 @@ fn add_node(sim: &mut turmoil::Sim<'_>, name: &'static str, segment: &Segment, e
             let hooks = Hooks {
                 events: Some(tx),
                 admin: None,
+                peer_current: None,
             };
             let fence = SimFence::new(|_| false);
             run_node(rt, config, incarnations, resources, fence, hooks).await?;

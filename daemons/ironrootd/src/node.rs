@@ -581,9 +581,17 @@ pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> a
         spawn_metrics(&rt, listen, state.clone()).await?;
     }
     let incarnation = FileIncarnationStore::new(settings.store.dir.join("incarnation"));
+    // The witness clears the peer's Outdated mark only once the peer's
+    // store holds every entry: a node that dies mid-resync leaves a peer
+    // that refuses promotion instead of a stale active.
+    let peer_current: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let replication = state.replication.clone();
+        Arc::new(move || replication.state().link == crate::replstatus::Link::InSync)
+    };
     let hooks = ironroot_cluster::driver::Hooks {
         events: Some(events_tx),
         admin: Some(admin_rx),
+        peer_current: Some(peer_current),
     };
     let fence = crate::handler::fence_for(&settings.cluster);
     let cluster = ironroot_cluster::run_node(

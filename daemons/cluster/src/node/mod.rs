@@ -299,6 +299,11 @@ pub struct Node {
     witness_pending: BTreeMap<u64, Instant>,
     last_witness_at: Option<Instant>,
     outdated: bool,
+    /// The embedder's word that the peer's store holds everything ours
+    /// does (see [`Node::set_peer_current`]); true without a store.
+    peer_current: bool,
+    /// The witness's last reply named the peer Outdated.
+    peer_marked_outdated: bool,
     fencing: Fencing,
     handoff_until: Option<Instant>,
     admin_standby: bool,
@@ -370,6 +375,8 @@ impl Node {
             witness_pending: BTreeMap::new(),
             last_witness_at: None,
             outdated: false,
+            peer_current: true,
+            peer_marked_outdated: false,
             fencing: Fencing::Idle,
             handoff_until: None,
             admin_standby: false,
@@ -421,6 +428,16 @@ impl Node {
         self.send_witness_if_due(now);
         self.step(now);
         self.check_invariants(now);
+    }
+
+    /// Whether the peer's store holds every entry ours does (the replication
+    /// link is in sync). While the peer is alive but not current, this
+    /// node's lease requests tell the witness the peer is not to be
+    /// trusted, so its Outdated mark stays until the resync is complete: a
+    /// node that dies mid-resync leaves a peer that refuses promotion, not
+    /// a stale active. Embedders without a store leave it true.
+    pub fn set_peer_current(&mut self, current: bool) {
+        self.peer_current = current;
     }
 
     /// Operator command.

@@ -180,6 +180,7 @@ impl Node {
         };
         let was_outdated = self.outdated;
         self.outdated = reply.outdated == Some(self.config.local.id);
+        self.peer_marked_outdated = reply.outdated == Some(self.config.peer.id);
         if reply.granted {
             let granted = Duration::from_millis(u64::from(reply.lease_ms)).min(lease);
             let until = sent + granted;
@@ -473,7 +474,10 @@ impl Node {
             incarnation: self.incarnation,
             request_id,
             kind,
-            peer_alive: self.peer_alive(now),
+            // An alive peer keeps its Outdated mark until it is current (a
+            // peer that was never marked is not marked for lagging: at a
+            // cold start both stores may still be connecting).
+            peer_alive: self.peer_alive(now) && (self.peer_current || !self.peer_marked_outdated),
         };
         let bytes = self.packet(Message::WitnessRequest(request));
         self.transmit(Destination::Witness, bytes);

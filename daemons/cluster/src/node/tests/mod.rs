@@ -430,6 +430,58 @@ fn restarted_outdated_node_is_not_promoted_alone() {
 }
 
 #[test]
+fn an_outdated_peer_stays_outdated_until_it_is_current() {
+    // a dies, b takes over and outdates it; a restarts and is heard, but
+    // its store is still resyncing: the mark stays, and if b dies now, a
+    // is not promoted.
+    let mut w = settled(Mode::Witness);
+    w.power_off(A);
+    w.run_for(ms(5000));
+    assert_eq!(w.active_hosts(), vec![B]);
+    w.node(B).set_peer_current(false);
+    w.start(A);
+    w.run_for(ms(5000));
+    assert_eq!(w.role(A), Some(Role::Outdated));
+    assert_eq!(
+        w.witness.as_ref().and_then(|x| x.outdated()),
+        Some(NodeId(1))
+    );
+    // The resync completes: the next lease renewal clears the mark.
+    w.node(B).set_peer_current(true);
+    w.run_for(ms(5000));
+    assert_eq!(w.role(A), Some(Role::Standby));
+    assert_eq!(w.witness.as_ref().and_then(|x| x.outdated()), None);
+}
+
+#[test]
+fn a_lagging_peer_that_was_never_outdated_is_not_marked() {
+    // Cold start: the stores are still connecting when a takes the lease.
+    let mut w = World::new(Mode::Witness);
+    w.start(A);
+    w.start(B);
+    w.node(A).set_peer_current(false);
+    w.node(B).set_peer_current(false);
+    w.run_for(ms(5000));
+    assert_eq!(w.active_hosts(), vec![A]);
+    assert_eq!(w.role(B), Some(Role::Standby));
+    assert_eq!(w.witness.as_ref().and_then(|x| x.outdated()), None);
+}
+
+#[test]
+fn a_peer_dying_mid_resync_leaves_no_stale_active() {
+    let mut w = settled(Mode::Witness);
+    w.power_off(A);
+    w.run_for(ms(5000));
+    w.node(B).set_peer_current(false);
+    w.start(A);
+    w.run_for(ms(3000));
+    w.power_off(B);
+    w.run_for(ms(5000));
+    assert!(w.active_hosts().is_empty(), "a stale node was promoted");
+    assert_eq!(w.role(A), Some(Role::Outdated));
+}
+
+#[test]
 fn every_resource_in_the_world_is_known() {
     assert_eq!(RESOURCES.len(), 4);
 }
