@@ -37,6 +37,62 @@ pub struct StoreSection {
     /// connects to the same port on the peer's first link address.
     #[serde(default = "default_replication_port")]
     pub replication_port: u16,
+    /// Who wins when both nodes wrote after their last common entry.
+    #[serde(default)]
+    pub after_split_brain: AfterSplitBrain,
+    /// Whether the active node goes on acknowledging writes while the peer
+    /// is away (once it is recorded Outdated), or refuses them.
+    #[serde(default)]
+    pub degraded: Degraded,
+}
+
+/// `store.after_split_brain`, DRBD's after-sb policies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterSplitBrain {
+    /// Report and refuse to connect until an operator resolves it.
+    #[default]
+    Disconnect,
+    /// The side promoted later loses its changes (kept as branches).
+    DiscardYoungerPrimary,
+    /// The side with fewer changes (leases not counted) loses; a tie
+    /// disconnects.
+    DiscardLeastChanges,
+    /// A side that changed nothing but leases loses; otherwise disconnect.
+    DiscardZeroChanges,
+}
+
+/// `store.degraded`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Degraded {
+    /// Acknowledge writes once the peer is recorded Outdated.
+    #[default]
+    AcceptWrites,
+    /// Never acknowledge a write the peer does not hold.
+    RefuseWrites,
+}
+
+impl AfterSplitBrain {
+    pub fn policy(self) -> ironroot_store::replication::SplitBrainPolicy {
+        use ironroot_store::replication::SplitBrainPolicy as P;
+        match self {
+            AfterSplitBrain::Disconnect => P::Disconnect,
+            AfterSplitBrain::DiscardYoungerPrimary => P::DiscardYoungerPrimary,
+            AfterSplitBrain::DiscardLeastChanges => P::DiscardLeastChanges,
+            AfterSplitBrain::DiscardZeroChanges => P::DiscardZeroChanges,
+        }
+    }
+}
+
+impl Degraded {
+    pub fn policy(self) -> ironroot_store::replication::DegradedPolicy {
+        use ironroot_store::replication::DegradedPolicy as P;
+        match self {
+            Degraded::AcceptWrites => P::AcceptWhenOutdated,
+            Degraded::RefuseWrites => P::RefuseWrites,
+        }
+    }
 }
 
 fn default_replication_port() -> u16 {
@@ -408,6 +464,45 @@ mod tests {
                 .nfs
                 .takeover_hints_port,
             0
+        );
+    }
+
+    #[test]
+    fn store_policies_parse_and_bad_ones_are_named() {
+        let (_dir, text) = with_key(EXAMPLE);
+        let file = IronrootFile::parse(&text, "ironroot.toml").expect("parses");
+        let node = file.node("ctl-a", "ironroot.toml").expect("valid");
+        assert_eq!(node.store.after_split_brain, AfterSplitBrain::Disconnect);
+        assert_eq!(node.store.degraded, Degraded::AcceptWrites);
+        let set = text
+            .replace(
+                "after_split_brain = \"disconnect\"",
+                "after_split_brain = \"discard-younger-primary\"",
+            )
+            .replace(
+                "degraded = \"accept-writes\"",
+                "degraded = \"refuse-writes\"",
+            );
+        let file = IronrootFile::parse(&set, "ironroot.toml").expect("parses");
+        let node = file.node("ctl-a", "ironroot.toml").expect("valid");
+        assert_eq!(
+            node.store.after_split_brain.policy(),
+            ironroot_store::replication::SplitBrainPolicy::DiscardYoungerPrimary
+        );
+        assert_eq!(
+            node.store.degraded.policy(),
+            ironroot_store::replication::DegradedPolicy::RefuseWrites
+        );
+        let bad = text.replace(
+            "after_split_brain = \"disconnect\"",
+            "after_split_brain = \"newest\"",
+        );
+        let error = IronrootFile::parse(&bad, "ironroot.toml")
+            .expect_err("unknown policy")
+            .to_string();
+        assert!(
+            error.contains("after_split_brain") || error.contains("newest"),
+            "{error}"
         );
     }
 

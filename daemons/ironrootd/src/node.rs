@@ -476,6 +476,8 @@ pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> a
         node_id: u32::from(settings.cluster.local.id.0),
         listen: replication_listen,
         peer: SocketAddr::new(peer_ip, settings.store.replication_port),
+        split_brain: settings.store.after_split_brain.policy(),
+        degraded: settings.store.degraded.policy(),
     };
     crate::services::serve_secondary(
         &rt,

@@ -152,6 +152,17 @@ pub struct ReplicationSettings {
     pub node_id: u32,
     pub listen: SocketAddr,
     pub peer: SocketAddr,
+    pub split_brain: ironroot_store::replication::SplitBrainPolicy,
+    pub degraded: ironroot_store::replication::DegradedPolicy,
+}
+
+impl ReplicationSettings {
+    fn config(&self) -> ReplicationConfig {
+        let mut config = ReplicationConfig::new(self.node_id);
+        config.split_brain = self.split_brain;
+        config.degraded = self.degraded;
+        config
+    }
 }
 
 /// Serve the secondary side: accept the primary's connection and apply its
@@ -175,7 +186,7 @@ pub fn serve_secondary(
     settings: &ReplicationSettings,
     listener: <TokioRuntime as Runtime>::Listener,
 ) {
-    let machine = ReplicationSecondary::new(ReplicationConfig::new(settings.node_id));
+    let machine = ReplicationSecondary::new(settings.config());
     let (events_tx, events) = tokio::sync::mpsc::channel(1024);
     tokio::spawn(crate::replstatus::track(
         "secondary",
@@ -262,7 +273,7 @@ impl Resource for StoreResource {
                 epoch
             };
             tracing::info!(?epoch, "store promoted");
-            let machine = ReplicationPrimary::new(ReplicationConfig::new(self.settings.node_id));
+            let machine = ReplicationPrimary::new(self.settings.config());
             let (handle, events) = spawn_primary(
                 self.rt.clone(),
                 Arc::clone(&self.store),

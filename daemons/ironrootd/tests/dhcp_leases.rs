@@ -48,6 +48,8 @@ async fn node(
         node_id: id,
         listen: listener.local_addr().expect("addr"),
         peer,
+        split_brain: Default::default(),
+        degraded: Default::default(),
     };
     serve_secondary(rt, &store, &replication, &settings, listener);
     let resource = StoreResource::new(
