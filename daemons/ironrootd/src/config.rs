@@ -44,6 +44,29 @@ pub struct StoreSection {
     /// is away (once it is recorded Outdated), or refuses them.
     #[serde(default)]
     pub degraded: Degraded,
+    /// How often the active node expires generations and collects the
+    /// objects nothing retained reaches (0: never).
+    #[serde(default = "default_gc_interval_secs")]
+    pub gc_interval_secs: u64,
+    /// Generations of each image always kept.
+    #[serde(default = "default_keep_generations")]
+    pub keep_generations: usize,
+    /// Generations younger than this are kept (a client still running an
+    /// old binary keeps reading it).
+    #[serde(default = "default_keep_secs")]
+    pub keep_secs: u64,
+}
+
+fn default_gc_interval_secs() -> u64 {
+    3600
+}
+
+fn default_keep_generations() -> usize {
+    ironroot_store::gc::Retention::default().generations_per_image_min
+}
+
+fn default_keep_secs() -> u64 {
+    ironroot_store::gc::Retention::default().age_min_secs
 }
 
 /// `store.after_split_brain`, DRBD's after-sb policies.
@@ -262,6 +285,12 @@ impl IronrootFile {
             .cluster
             .validate(name)
             .map_err(|e| invalid(&format!("cluster.{}", e.path), e.problem.to_string()))?;
+        if self.store.keep_generations == 0 {
+            return Err(invalid(
+                "store.keep_generations",
+                "must be at least 1: the active generation of every image is kept".to_owned(),
+            ));
+        }
         if cluster.vip.lifetime.subsec_millis() != 0 {
             return Err(invalid(
                 "cluster.vip.lifetime_ms",

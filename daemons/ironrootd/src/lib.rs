@@ -21,6 +21,7 @@ pub mod ownthread;
 pub mod reload;
 pub mod replstatus;
 pub mod resolve;
+pub mod retention;
 pub mod seen;
 pub mod services;
 pub mod shell;

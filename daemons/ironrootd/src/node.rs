@@ -561,6 +561,22 @@ pub async fn run(settings: NodeSettings, reloader: crate::reload::Reloader) -> a
         settings.cluster.quorum.clone(),
         takeover,
     ));
+    {
+        let status = Arc::clone(&status);
+        tokio::spawn(crate::retention::run(
+            rt.clone(),
+            Arc::clone(&store),
+            replication.clone(),
+            crate::retention::RetentionSettings {
+                interval: Duration::from_secs(settings.store.gc_interval_secs),
+                retention: ironroot_store::gc::Retention {
+                    generations_per_image_min: settings.store.keep_generations,
+                    age_min_secs: settings.store.keep_secs,
+                },
+            },
+            Arc::new(move || status.lock().unwrap_or_else(|p| p.into_inner()).role == "active"),
+        ));
+    }
     let settings = Arc::new(settings);
     let state = NodeState {
         status,

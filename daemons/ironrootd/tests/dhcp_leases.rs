@@ -3,7 +3,8 @@
 //! node b's journal holds it; after a switchover (a demoted, b promoted, as
 //! the cluster manager does it) b's new DHCP server starts from the
 //! replicated leases: it gives that address to nobody else and renews it
-//! for its owner, through b's journal back to a.
+//! for its owner, through b's journal back to a. On the same two stores:
+//! the active node's retention task expires generations on both.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -278,4 +279,72 @@ async fn append_without_a_primary_is_refused() {
         Err(ironroot_dhcp::LeaseLogError::NotPrimary)
     );
     assert!(log.records().is_empty());
+}
+
+#[tokio::test]
+async fn retention_on_the_active_expires_generations_on_both_nodes() {
+    let rt = TokioRuntime::with_seed(9);
+    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let (listener_a, listener_b) = (
+        rt.listen_tcp(loopback).await.expect("listen a"),
+        rt.listen_tcp(loopback).await.expect("listen b"),
+    );
+    let (addr_a, addr_b) = (
+        listener_a.local_addr().expect("a"),
+        listener_b.local_addr().expect("b"),
+    );
+    let mut a = node(&rt, 1, listener_a, addr_b).await;
+    let b = node(&rt, 2, listener_b, addr_a).await;
+    a.resource.start().await.expect("a promoted");
+    wait_primary(&a).await;
+    let primary = a.replication.primary().expect("primary");
+    let tree = tempfile::tempdir().expect("tempdir");
+    for version in 0..3u8 {
+        std::fs::write(tree.path().join("file"), vec![version; 4096]).expect("write");
+        let path = tree.path().to_owned();
+        let time = ironroot_store::model::Timestamp {
+            secs: 1_000 + i64::from(version),
+            nanos: 0,
+        };
+        primary
+            .write(move |s| s.import_dir("img", &path, time, "version"))
+            .await
+            .expect("import");
+    }
+    let generations = |node: &Node| {
+        let store = node.store.lock().expect("store");
+        store
+            .state()
+            .generations
+            .keys()
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(generations(&b).len(), 3);
+    let task = tokio::spawn(ironrootd::retention::run(
+        rt.clone(),
+        Arc::clone(&a.store),
+        a.replication.clone(),
+        ironrootd::retention::RetentionSettings {
+            interval: Duration::from_millis(20),
+            retention: ironroot_store::gc::Retention {
+                generations_per_image_min: 1,
+                age_min_secs: 0,
+            },
+        },
+        Arc::new(|| true),
+    ));
+    for _ in 0..500 {
+        if generations(&b).len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    task.abort();
+    // The newest generation (the image's ref) stays, on both nodes.
+    let kept = generations(&a);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(generations(&b), kept);
+    let store = a.store.lock().expect("store");
+    assert_eq!(store.state().refs.get("image/img"), kept.first());
 }

@@ -85,6 +85,19 @@ impl Store {
             .map(Some)
     }
 
+    /// Primary, through replication: the expiry entry for what retention
+    /// lets go at `now`, decided when the write runs (a caller checks
+    /// [`Store::expired_generations`] first; the list may have emptied
+    /// since, and an empty entry changes nothing).
+    pub fn expiry_entry(
+        &mut self,
+        retention: Retention,
+        now: Timestamp,
+    ) -> Result<Record, StoreError> {
+        let ids = self.expired_generations(retention, now);
+        self.write_entry(Entry::GenerationsDropped { ids })
+    }
+
     /// Every object a retained root reaches.
     pub fn live_objects(&self) -> Result<BTreeSet<ObjectId>, StoreError> {
         let state = self.state();
