@@ -2,6 +2,7 @@
 //! and reports each acknowledged one; the parent kills it with SIGKILL at
 //! seeded random moments, reopens the store, and checks that every
 //! acknowledged entry is there and every object reads back intact.
+//! `IRONROOT_STORE_CRASH_ROUNDS=200` runs more rounds than CI's 8.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -15,6 +16,9 @@ use ironroot_store::storage::FsStorage;
 use ironroot_store::store::Store;
 
 const DIR_VAR: &str = "IRONROOT_STORE_CRASH_DIR";
+/// Kill rounds; CI runs the default, a longer run sets more.
+const ROUNDS_VAR: &str = "IRONROOT_STORE_CRASH_ROUNDS";
+const ROUNDS_DEFAULT: u64 = 8;
 
 /// The child: write forever, printing `ACK <seq>` once each write returned.
 #[test]
@@ -63,7 +67,11 @@ fn acknowledged_entries_survive_kill_9_at_random_points() {
     let exe = std::env::current_exe().unwrap();
     let mut state = 0x0c0f_fee5_u64;
     let mut acked_max = 0u64;
-    for round in 0..8 {
+    let rounds = std::env::var(ROUNDS_VAR)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ROUNDS_DEFAULT);
+    for round in 0..rounds {
         state = state
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
