@@ -126,6 +126,19 @@ fn run_sweep(
         }
         results.push((seed, verdict));
     }
+    // A chosen seed's own report (event log, VIP-ownership timeline): the
+    // slowest migration, or the first seed when nothing migrates. The run
+    // is deterministic, so running it again gives the same trace.
+    let chosen = results
+        .iter()
+        .filter(|(_, verdict)| verdict.passed)
+        .max_by_key(|(seed, verdict)| (verdict.migration, std::cmp::Reverse(*seed)))
+        .map(|(seed, _)| *seed);
+    if let Some(seed) = chosen {
+        let (_, trace, verdict) = run_one(path, revision, scenario, seed);
+        let written = report::write_run(report_dir, path, revision, scenario, &trace, &verdict)?;
+        println!("timeline of seed {seed}: {}", written.display());
+    }
     let sweep = SweepReport::new(&scenario.name, revision, &results);
     print!("{}", sweep.render(path));
     let written = sweep.write(report_dir, path)?;

@@ -389,6 +389,11 @@ fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
     assert_eq!(status["data"]["quorum"]["mode"], "witness", "{status}");
     assert_eq!(status["data"]["quorum"]["votes"], "2 of 3", "{status}");
     assert_eq!(status["data"]["quorum"]["has_quorum"], true, "{status}");
+    // With its peer dead the survivor refuses a switchover, and says why.
+    let refused = cluster.cli(standby, &["switchover"])?;
+    assert_eq!(refused["ok"], false, "{refused}");
+    let why = refused["error"].as_str().unwrap_or_default();
+    assert!(why.starts_with("switchover refused"), "{why}");
     // The client asked the survivor for its reservation and a file.
     let latest = status["data"]["clients_seen"]["latest"].as_array();
     assert!(
@@ -455,6 +460,28 @@ fn two_nodes_and_a_witness_serve_a_client_through_the_vip() -> Result<()> {
     eprintln!(
         "switchover: NFS answered from the other node after {:?}",
         moved.elapsed()
+    );
+
+    // SIGTERM hands over: the daemon stops its services, releases the VIP
+    // and exits 0; the other node takes over and serves the same files.
+    let stopped = Instant::now();
+    let exit = cluster.nodes[first]
+        .daemon
+        .as_mut()
+        .context("the active daemon")?
+        .terminate(Duration::from_secs(15))?;
+    assert!(exit.success(), "SIGTERM: {exit:?}\n{}", cluster.logs());
+    cluster.nodes[first].daemon = None;
+    cluster
+        .wait_active(&[standby], Duration::from_secs(20))
+        .with_context(|| cluster.logs())?;
+    let served = wait_for("NFS after SIGTERM", Duration::from_secs(30), || {
+        cluster.nfs_cat("etc/motd").ok()
+    })?;
+    assert_eq!(served, b"second generation\n");
+    eprintln!(
+        "SIGTERM: exit {exit}, NFS answered from the other node after {:?}",
+        stopped.elapsed()
     );
     Ok(())
 }
@@ -544,6 +571,13 @@ fn after_kill_9_the_guardian_removes_the_vip_and_the_standby_resets_the_clients(
         (!holds_vip(&cluster)).then_some(())
     })?;
     let gone_after = killed.elapsed();
+    // Within the address's lifetime (1 s) plus the kernel's once-a-second
+    // lifetime check, whoever removes it (the guardian takes ~30 ms).
+    assert!(
+        gone_after <= Duration::from_secs(2),
+        "the VIP stayed {gone_after:?} after kill -9\n{}",
+        cluster.logs()
+    );
     wait_for(
         "an answer through the VIP from the standby",
         Duration::from_secs(15),

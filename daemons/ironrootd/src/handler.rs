@@ -64,7 +64,7 @@ impl crate::admin::Handler for Handler {
         }
         match request {
             Request::Status {} => self.status(),
-            Request::Switchover {} => self.admin(Admin::Switchover, "switchover requested"),
+            Request::Switchover {} => self.switchover().await,
             Request::Standby { on } => self.admin(
                 Admin::Standby(on),
                 if on { "standby on" } else { "standby off" },
@@ -88,6 +88,32 @@ impl crate::admin::Handler for Handler {
 impl Handler {
     fn peer_name(&self) -> String {
         self.state.settings.cluster.peer.name.clone()
+    }
+
+    /// A switchover, answered once the cluster manager began it or refused
+    /// it (no peer alive and eligible to take over).
+    async fn switchover(&self) -> Response {
+        let rejected_before = self.state.status().admin_rejections;
+        if self.state.admin.try_send(Admin::Switchover).is_err() {
+            return Response::error("the cluster manager is busy; try again");
+        }
+        for _ in 0..SWITCHOVER_ANSWER_POLLS {
+            let status = self.state.status();
+            if status.admin_rejections > rejected_before {
+                return Response::error(format!(
+                    "switchover refused: this node is {} and the peer ({}) is {}; \
+                     a switchover needs this node active and the peer alive and not outdated",
+                    status.role,
+                    self.peer_name(),
+                    status.peer
+                ));
+            }
+            if status.role != "active" {
+                return Response::ok(json!({ "message": "switchover started" }));
+            }
+            tokio::time::sleep(SWITCHOVER_ANSWER_POLL).await;
+        }
+        Response::ok(json!({ "message": "switchover requested" }))
     }
 
     fn admin(&self, command: Admin, done: &str) -> Response {
@@ -476,6 +502,11 @@ pub fn samples(state: &NodeState) -> Vec<Sample> {
     ));
     samples
 }
+
+/// How long a switchover request waits to learn whether the cluster
+/// manager began or refused it.
+const SWITCHOVER_ANSWER_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+const SWITCHOVER_ANSWER_POLLS: u32 = 100;
 
 /// Registered clients listed by `status` at most (the most recent first).
 pub const CLIENTS_SEEN_LISTED: usize = 20;

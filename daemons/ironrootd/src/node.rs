@@ -40,6 +40,9 @@ pub struct NodeStatus {
     /// The last fence of the peer since it was declared dead: succeeded or
     /// not; None while the peer is alive or no fence ran.
     pub fence_succeeded: Option<bool>,
+    /// Operator commands the cluster manager refused (a switchover with no
+    /// peer ready to take over).
+    pub admin_rejections: u64,
 }
 
 /// Every reason a heartbeat packet is dropped, as a metrics label.
@@ -350,6 +353,7 @@ async fn record_events(
                     });
                 }
                 EventKind::FenceResult { ok } => status.fence_succeeded = Some(*ok),
+                EventKind::AdminRejected { .. } => status.admin_rejections += 1,
                 EventKind::PeerWarn { .. } => status.peer = "late".to_owned(),
                 EventKind::PeerDead => status.peer = "dead".to_owned(),
                 EventKind::LinkUp { link } | EventKind::LinkDown { link } => {
