@@ -622,3 +622,58 @@ fn a_link_is_reported_up_with_its_heartbeats_and_down_one_dead_time_later() {
     node.handle_heartbeat(first + dead + ms(5), 0, &again);
     assert_eq!(link_events(node), vec![EventKind::LinkUp { link: 0 }]);
 }
+
+#[test]
+fn the_peer_stays_alive_on_one_link_while_the_other_is_down() {
+    let mut file = world::file(Mode::Witness);
+    file.nodes[0]
+        .links
+        .push("10.2.0.1:7694".parse().expect("addr"));
+    file.nodes[1]
+        .links
+        .push("10.2.0.2:7694".parse().expect("addr"));
+    let mut w = World::new(Mode::Witness);
+    w.configs = [
+        file.validate("a").expect("a"),
+        file.validate("b").expect("b"),
+    ];
+    w.start(A);
+    let dead = w.configs[A].timing.dead;
+    let interval = w.configs[A].timing.interval;
+    let mut seq = 0;
+    let mut kinds = Vec::new();
+    // Heartbeats on both links, then on link 0 only for three dead times.
+    let mut at = Instant::from_millis(10);
+    let end = at + dead * 4;
+    while at < end {
+        let links: &[usize] = if at < Instant::from_millis(10) + dead {
+            &[0, 1]
+        } else {
+            &[0]
+        };
+        for link in links {
+            seq += 1;
+            let heartbeat = heartbeat_from(&w, B, 4, seq);
+            w.node(A).handle_heartbeat(at, *link, &heartbeat);
+        }
+        w.node(A).handle_timeout(at);
+        kinds.extend(std::iter::from_fn(|| w.node(A).poll_event()).map(|e| e.kind));
+        at += interval;
+    }
+    let links: Vec<_> = kinds
+        .iter()
+        .filter(|k| matches!(k, EventKind::LinkUp { .. } | EventKind::LinkDown { .. }))
+        .collect();
+    assert_eq!(
+        links,
+        vec![
+            &EventKind::LinkUp { link: 0 },
+            &EventKind::LinkUp { link: 1 },
+            &EventKind::LinkDown { link: 1 },
+        ]
+    );
+    assert!(
+        !kinds.contains(&EventKind::PeerDead),
+        "the peer was declared dead while link 0 carried its heartbeats"
+    );
+}
