@@ -161,6 +161,12 @@ pub async fn serve<H: Handler>(path: &Path, handler: std::sync::Arc<H>) -> io::R
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
         let (stream, _) = listener.accept().await?;
+        // The mode is set just after the bind: check the caller too.
+        if !caller_allowed(&stream) {
+            tracing::warn!(peer = ?stream.peer_cred().ok(), "admin connection from another user refused");
+            drop(stream);
+            continue;
+        }
         let Ok(permit) = std::sync::Arc::clone(&permits).try_acquire_owned() else {
             drop(stream); // over the limit: the client sees the close
             continue;
@@ -173,6 +179,15 @@ pub async fn serve<H: Handler>(path: &Path, handler: std::sync::Arc<H>) -> io::R
             }
         });
     }
+}
+
+/// Root, or the daemon's own user, by the socket's peer credentials.
+fn caller_allowed(stream: &tokio::net::UnixStream) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let own = unsafe { libc::geteuid() };
+    stream
+        .peer_cred()
+        .is_ok_and(|cred| cred.uid() == 0 || cred.uid() == own)
 }
 
 /// [`serve`] with owned arguments, for spawning.
@@ -280,6 +295,64 @@ mod tests {
             refused.error.as_deref(),
             Some("this node is standby; the active node is node-a")
         );
+        server.abort();
+    }
+
+    /// Another user who reaches the socket (say, in the moment between the
+    /// bind and the chmod) is refused by its credentials.
+    #[tokio::test]
+    async fn another_users_connection_is_closed_unanswered() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to connect as another user");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("admin.sock");
+        let server = tokio::spawn({
+            let path = path.clone();
+            async move { serve(&path, std::sync::Arc::new(Echo)).await }
+        });
+        for _ in 0..100 {
+            if path.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("dir");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("socket");
+        // Closed unanswered: the send may already fail, or the read gets 0.
+        let script = "import socket, sys\n\
+            s = socket.socket(socket.AF_UNIX)\n\
+            s.connect(sys.argv[1])\n\
+            try:\n    s.sendall(b'{\"command\": \"status\"}\\n')\n    n = len(s.recv(4096))\n\
+            except OSError:\n    n = 0\n\
+            print(n)\n";
+        let output = tokio::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/usr/bin/python3",
+                "-c",
+                script,
+            ])
+            .arg(&path)
+            .output()
+            .await
+            .expect("setpriv python3");
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            "0",
+            "{output:?}"
+        );
+        // Root is still served.
+        let status = call(&path, &Request::Status {}, Duration::from_secs(5))
+            .await
+            .expect("call");
+        assert!(status.ok);
         server.abort();
     }
 
