@@ -170,7 +170,41 @@ pub fn failover_under_load<C: Clock>(
         seen.is_empty(),
         format!("stall {stall} ms; errors {seen:?}"),
     );
-    stop_loop(vm, record, 2)
+
+    // The killed daemon restarts and resyncs; a planned switchover then
+    // moves the services back under the same load.
+    {
+        let server = lab.server.ironroot("failover-under-load")?;
+        server.start_node(survivor)?;
+        server.wait_resynced(survivor, &clock)?;
+    }
+    loop_progress(vm, LOOP_ITERATIONS_BEFORE)?;
+    let switched_at = vm.elapsed_ms();
+    let t = clock.now();
+    {
+        let server = lab.server.ironroot("failover-under-load")?;
+        let answer = server.cli(first, &["switchover"])?;
+        record.check(
+            "the active node accepts a switchover",
+            answer["ok"] == true,
+            answer.to_string(),
+        );
+        server.wait_active(&[survivor], crate::ironroot::ACTIVE_SECS_MAX, &clock)?;
+    }
+    let took = clock.now().saturating_duration_since(t).as_millis() as u64;
+    record
+        .timings_ms
+        .insert("switchover-to-active".into(), took);
+    loop_progress(vm, LOOP_ITERATIONS_AFTER)?;
+    let (stall, _) = stall_ms(vm.tagged(), switched_at);
+    record.timings_ms.insert("stall-switchover".into(), stall);
+    let seen = errors(vm.tagged());
+    record.check(
+        "no loop error across a switchover",
+        seen.is_empty(),
+        format!("stall {stall} ms; errors {seen:?}"),
+    );
+    stop_loop(vm, record, 3)
 }
 
 /// Ends the load loop and checks it ran through `failures` failures.

@@ -112,6 +112,8 @@ fn failover_under_load_with_ironroot() {
     for wanted in [
         "no loop error across the host death of the active node",
         "no loop error across kill -9 of ironrootd on the active node",
+        "the active node accepts a switchover",
+        "no loop error across a switchover",
         "the load loop ran through the failures and ended cleanly",
     ] {
         assert!(
@@ -119,7 +121,12 @@ fn failover_under_load_with_ironroot() {
             "check {wanted:?} missing from {names:?}"
         );
     }
-    for timing in ["stall-host-death", "stall-kill9", "host-death-to-active"] {
+    for timing in [
+        "stall-host-death",
+        "stall-kill9",
+        "host-death-to-active",
+        "switchover-to-active",
+    ] {
         assert!(
             run.timings_ms.get(timing).is_some_and(|ms| *ms > 0),
             "{timing} not measured: {:?}",
@@ -127,8 +134,10 @@ fn failover_under_load_with_ironroot() {
         );
     }
     eprintln!(
-        "failover stalls: host death {} ms, kill -9 {} ms",
-        run.timings_ms["stall-host-death"], run.timings_ms["stall-kill9"]
+        "failover stalls: host death {} ms, kill -9 {} ms, switchover {} ms",
+        run.timings_ms["stall-host-death"],
+        run.timings_ms["stall-kill9"],
+        run.timings_ms["stall-switchover"]
     );
 }
 
