@@ -263,12 +263,23 @@ fn real_system_tree_round_trips() {
     if !is_root() {
         return;
     }
-    let src = Path::new("/usr/share/doc");
-    let tmp = tempfile::tempdir().unwrap();
-    let dst = tmp.path().join("doc");
-    let before = listing(src, false);
-    roundtrip(src, &dst);
-    assert_eq!(before, listing(&dst, false));
-    assert_eq!(contents(src), contents(&dst));
-    assert!(before.len() > 100, "a real tree: {} entries", before.len());
+    // Parts of this machine's Debian root: documentation (many small
+    // files), /etc (owners and groups such as root:shadow, 0640 and 0600
+    // modes, symlinks) and /usr/sbin (setuid and setgid programs among them
+    // on most systems).
+    for (src, least) in [("/usr/share/doc", 100), ("/etc", 100), ("/usr/sbin", 50)] {
+        let src = Path::new(src);
+        let tmp = tempfile::tempdir().unwrap();
+        let dst = tmp.path().join("tree");
+        let before = listing(src, false);
+        roundtrip(src, &dst);
+        assert_eq!(before, listing(&dst, false), "{}", src.display());
+        assert_eq!(contents(src), contents(&dst), "{}", src.display());
+        assert!(
+            before.len() > least,
+            "{}: a real tree: {} entries",
+            src.display(),
+            before.len()
+        );
+    }
 }
