@@ -22,6 +22,10 @@ pub use vip::{TokioVip, VipCounters};
 
 use crate::{Clock, Instant, Runtime, UdpBind};
 
+/// Binds retried while a port is in use (see `listen_tcp`): half a second.
+const LISTEN_RETRIES: u32 = 20;
+const LISTEN_RETRY_PAUSE: Duration = Duration::from_millis(25);
+
 /// The production [`Runtime`]: real sockets, the process's monotonic clock
 /// and a seed drawn once from the OS. Cheap to clone; clones share the
 /// origin, the seed and the VIP state.
@@ -87,8 +91,21 @@ impl Runtime for TokioRuntime {
         TokioUdpSocket::bind(&bind)
     }
 
+    // SO_REUSEADDR lets a listener bind over TIME_WAIT connections, but a
+    // connection still closing (FIN_WAIT, LAST_ACK: the peer's FIN not yet
+    // processed, as under load) holds the port for a moment longer: retry
+    // for a bounded while before reporting the port in use.
     async fn listen_tcp(&self, addr: SocketAddr) -> io::Result<TokioTcpListener> {
-        TokioTcpListener::bind(addr)
+        let mut tries = 0;
+        loop {
+            match TokioTcpListener::bind(addr) {
+                Err(err) if err.kind() == io::ErrorKind::AddrInUse && tries < LISTEN_RETRIES => {
+                    tries += 1;
+                    tokio::time::sleep(LISTEN_RETRY_PAUSE).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     async fn connect_tcp(
