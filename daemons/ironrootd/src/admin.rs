@@ -258,10 +258,11 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn requests_round_trip_and_writes_are_refused_on_standby() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("admin.sock");
+    /// [`Echo`] served on `dir/admin.sock`, once the socket exists.
+    async fn serve_echo(
+        dir: &Path,
+    ) -> (std::path::PathBuf, tokio::task::JoinHandle<io::Result<()>>) {
+        let path = dir.join("admin.sock");
         let server = tokio::spawn({
             let path = path.clone();
             async move { serve(&path, std::sync::Arc::new(Echo)).await }
@@ -272,6 +273,13 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        (path, server)
+    }
+
+    #[tokio::test]
+    async fn requests_round_trip_and_writes_are_refused_on_standby() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, server) = serve_echo(dir.path()).await;
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&path).expect("socket").permissions(),
         );
@@ -308,17 +316,7 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("admin.sock");
-        let server = tokio::spawn({
-            let path = path.clone();
-            async move { serve(&path, std::sync::Arc::new(Echo)).await }
-        });
-        for _ in 0..100 {
-            if path.exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let (path, server) = serve_echo(dir.path()).await;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("dir");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("socket");

@@ -162,9 +162,8 @@ async fn wait_primary(node: &Node) {
     panic!("never became primary");
 }
 
-#[tokio::test]
-async fn pool_lease_granted_on_a_is_kept_by_b_after_switchover() {
-    let rt = TokioRuntime::with_seed(7);
+/// Nodes a and b replicating over loopback, a promoted to primary.
+async fn two_nodes(rt: &TokioRuntime) -> (Node, Node) {
     let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let (listener_a, listener_b) = (
         rt.listen_tcp(loopback).await.expect("listen a"),
@@ -174,10 +173,17 @@ async fn pool_lease_granted_on_a_is_kept_by_b_after_switchover() {
         listener_a.local_addr().expect("a"),
         listener_b.local_addr().expect("b"),
     );
-    let mut a = node(&rt, 1, listener_a, addr_b).await;
-    let mut b = node(&rt, 2, listener_b, addr_a).await;
+    let mut a = node(rt, 1, listener_a, addr_b).await;
+    let b = node(rt, 2, listener_b, addr_a).await;
     a.resource.start().await.expect("a promoted");
     wait_primary(&a).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn pool_lease_granted_on_a_is_kept_by_b_after_switchover() {
+    let rt = TokioRuntime::with_seed(7);
+    let (mut a, mut b) = two_nodes(&rt).await;
 
     // Node a grants a pool lease; the ACK waits for the journal.
     let t0 = Instant::from_millis(1_000);
@@ -284,19 +290,7 @@ async fn append_without_a_primary_is_refused() {
 #[tokio::test]
 async fn retention_on_the_active_expires_generations_on_both_nodes() {
     let rt = TokioRuntime::with_seed(9);
-    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let (listener_a, listener_b) = (
-        rt.listen_tcp(loopback).await.expect("listen a"),
-        rt.listen_tcp(loopback).await.expect("listen b"),
-    );
-    let (addr_a, addr_b) = (
-        listener_a.local_addr().expect("a"),
-        listener_b.local_addr().expect("b"),
-    );
-    let mut a = node(&rt, 1, listener_a, addr_b).await;
-    let b = node(&rt, 2, listener_b, addr_a).await;
-    a.resource.start().await.expect("a promoted");
-    wait_primary(&a).await;
+    let (a, b) = two_nodes(&rt).await;
     let primary = a.replication.primary().expect("primary");
     let tree = tempfile::tempdir().expect("tempdir");
     for version in 0..3u8 {
